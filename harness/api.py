@@ -1,0 +1,188 @@
+"""The method contract: what an adaptation method sees and must provide.
+
+A method is one small `AdaptationMethod` subclass in `methods/`, decorated with `@register`.
+The harness owns the loop, sampling, augmentation, AMP, logging, checkpoints and evaluation;
+a method owns only its losses and optimisers (as in DomainBed's `algorithms.py`).
+
+    @register
+    class MyMethod(AdaptationMethod):
+        name = "my_method"
+        hparams = {"lr": 1e-3}
+        def setup(self, ctx): ...
+        def update(self, src, tgt, step): ...   # returns {"loss": ...}
+
+Methods import only this module. Third-party packages add methods through the
+`harness.methods` entry-point group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from harness.data.errors import BadInput
+
+__all__ = [
+    "AdaptationMethod", "AdaptContext", "Batch", "DomainData", "register", "get_method",
+    "all_methods", "BadInput",
+]
+
+
+@dataclass
+class Batch:
+    """One batch on the training device. `labels` is None for unlabelled target data."""
+
+    images: Tensor            # (B, C, H, W) float
+    catalog: Tensor           # (B, F) observable features (may have F = 0)
+    index: Tensor             # (B,) row indices into the domain's tensors
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class DomainData:
+    """A device-resident slice of an image set (one split). Labels only where visible."""
+
+    images: Tensor
+    catalog: Tensor
+    labels: Tensor | None = None
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, idx: Tensor) -> Batch:
+        return Batch(self.images[idx], self.catalog[idx], idx,
+                     None if self.labels is None else self.labels[idx])
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """A random batch drawn by index on the device (with replacement across calls)."""
+        idx = torch.randint(0, len(self), (batch_size,), device=self.images.device, generator=generator)
+        return self.batch(idx)
+
+    def iterate(self, batch_size: int) -> Iterator[Batch]:
+        """Every row once, in order (for evaluation and memory-bank refreshes)."""
+        for s in range(0, len(self), batch_size):
+            yield self.batch(torch.arange(s, min(s + batch_size, len(self)), device=self.images.device))
+
+
+@dataclass
+class AdaptContext:
+    """Everything a method may use. Built by the harness for one (method, seed) run."""
+
+    model: nn.Module                      # a fresh copy of the start model (LensFinder)
+    source: DomainData                    # easy train split, with labels
+    target: DomainData                    # hard pool, no labels (labels only for oracle methods)
+    labelled: DomainData | None           # hard 20% labelled split; None unless uses_target_labels
+    device: torch.device
+    steps: int                            # total update() calls that will be made
+    batch_size: int
+    num_classes: int
+    seed: int
+    hparams: dict[str, Any]
+    start: str = "source"                 # "source" or "ssl": which start model `model` is
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    augment: Callable[[Tensor, str], Tensor] = lambda x, strength="weak": x
+    generator: torch.Generator | None = None
+    log: Callable[[str], None] = print
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def optimizer(self, params, lr: float | None = None, weight_decay: float | None = None
+                  ) -> torch.optim.Optimizer:
+        """AdamW with the fused kernel where the device has one."""
+        lr = self.hparams.get("lr", 1e-3) if lr is None else lr
+        wd = self.hparams.get("weight_decay", 1e-4) if weight_decay is None else weight_decay
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=fused or None)
+
+
+class AdaptationMethod(nn.Module):
+    """Base class. Subclasses set `name`, optionally `hparams`, and implement setup/update.
+
+    `predict` and `features` default to the lens finder held in `self.model` (set in setup).
+    """
+
+    name: ClassVar[str] = ""
+    uses_target_labels: ClassVar[bool] = False   # may read ctx.labelled (the 20% split)
+    oracle: ClassVar[bool] = False               # target batches carry pool labels (upper bound only)
+    start: ClassVar[str] = "source"              # "source": cached easy model; "ssl": SSL-initialised
+    hparams: ClassVar[dict[str, Any]] = {}
+    train_model: ClassVar[bool] = True           # False: the harness skips update() (e.g. source_only)
+
+    model: nn.Module
+
+    def setup(self, ctx: AdaptContext) -> None:
+        """Build heads and optimisers; the default keeps the start model."""
+        self.model = ctx.model
+
+    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+        """One optimisation step; returns scalars to log."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called each time the loop starts a new pass over the target pool."""
+
+    def predict(self, batch: Batch) -> Tensor:
+        """Logits (B, num_classes)."""
+        return self.model(batch.images, batch.catalog)
+
+    def features(self, batch: Batch) -> Tensor:
+        """The embedding used for neighbour search, validators and plots."""
+        return self.model.embed(batch.images, batch.catalog)
+
+    @classmethod
+    def doc(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+_REGISTRY: dict[str, type[AdaptationMethod]] = {}
+_DISCOVERED = False
+
+
+def register(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
+    """Class decorator: make a method available by its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no `name`")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"method name '{cls.name}' registered twice ({other.__module__}, {cls.__module__})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def discover(refresh: bool = False) -> None:
+    """Import every module of the `methods` package and every `harness.methods` entry point."""
+    global _DISCOVERED
+    if _DISCOVERED and not refresh:
+        return
+    import methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    for ep in entry_points(group="harness.methods"):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, AdaptationMethod) and obj.name not in _REGISTRY:
+            register(obj)
+    _DISCOVERED = True
+
+
+def all_methods() -> dict[str, type[AdaptationMethod]]:
+    discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method(name: str) -> type[AdaptationMethod]:
+    methods = all_methods()
+    if name not in methods:
+        raise BadInput(f"unknown method '{name}' (known: {', '.join(methods)})")
+    return methods[name]
