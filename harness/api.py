@@ -28,10 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from harness.data.errors import BadInput
+from harness.neighbours import knn_search
 
 __all__ = [
     "AdaptationMethod", "AdaptContext", "Batch", "DomainData", "register", "get_method",
-    "all_methods", "BadInput",
+    "all_methods", "BadInput", "knn_search",
 ]
 
 

@@ -1,0 +1,253 @@
+"""`python -m harness ...`: data, methods, run, sweep, report.
+
+Exit 0 on success, 2 on bad input (one clear line on stderr, nothing written), 1 when a run
+failed during training (recorded as 'failed' in the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from harness.data.errors import BadInput
+
+DEFAULT_STORE = Path("runs/harness.db")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _seeds(s: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got '{s}'") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds is empty")
+    return seeds
+
+
+def _hp(items: list[str]) -> dict[str, dict]:
+    """--hp dann.lr=0.001 -> {"dann": {"lr": 0.001}} (values parsed as Python literals where possible)."""
+    import ast
+
+    out: dict[str, dict] = {}
+    for it in items or []:
+        try:
+            lhs, val = it.split("=", 1)
+            method, key = lhs.split(".", 1)
+        except ValueError:
+            raise BadInput(f"--hp {it}: expected METHOD.KEY=VALUE") from None
+        try:
+            v = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            v = val
+        out.setdefault(method, {})[key] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="generate, import or look at image sets").add_subparsers(dest="data_cmd",
+                                                                                                  required=True)
+    g = data.add_parser("generate", help="simulate an image set from a dataset card")
+    g.add_argument("--card", required=True, help="easy | hard | path to a card .yaml")
+    g.add_argument("--n", type=_positive_int, default=1000, help="number of images (default 1000)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
+    g.add_argument("--out", type=Path, help="output folder (default datasets/<card>-<seed>)")
+    g.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
+    g.add_argument("--quiet", action="store_true")
+
+    i = data.add_parser("import", help="import a real data layout as an image set")
+    i.add_argument("--format", required=True, choices=["bologna", "deeplense-npy", "hst-npy"])
+    i.add_argument("path", type=Path)
+    i.add_argument("--name", required=True)
+    i.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
+    i.add_argument("--seed", type=int, default=0, help="seed of the labelled/test division")
+    i.add_argument("--quiet", action="store_true")
+
+    s = data.add_parser("show", help="draw a contact sheet of a set")
+    s.add_argument("path", type=Path)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--n", type=_positive_int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("methods", help="list the registered adaptation methods")
+
+    def run_args(r: argparse.ArgumentParser) -> None:
+        r.add_argument("--task", default="lens-finding", choices=["lens-finding"])
+        r.add_argument("--preset", default="demo", help="smoke | demo | full (default demo)")
+        r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated training seeds (default 0)")
+        r.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        r.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
+        r.add_argument("--store", type=Path, default=DEFAULT_STORE)
+        r.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
+        r.add_argument("--easy", help="source domain: card name/path or an image-set folder (default: preset's)")
+        r.add_argument("--hard", help="target domain: card name/path or an image-set folder (default: preset's)")
+        r.add_argument("--backbone", help="small | resnet18 | resnet50 | equivariant (default: preset's)")
+        r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
+        r.add_argument("--hp", action="append", metavar="METHOD.KEY=VALUE", help="override a method hyper-parameter")
+        r.add_argument("--quiet", action="store_true")
+
+    r = sub.add_parser("run", help="run adaptation methods and record results")
+    r.add_argument("--method", required=True, help="a method name, a comma-separated list, or 'all'")
+    run_args(r)
+
+    sw = sub.add_parser("sweep", help="run methods x seeds, skipping finished runs with --resume")
+    sw.add_argument("--method", default="all")
+    sw.add_argument("--backend", default="local", choices=["local", "ray"])
+    sw.add_argument("--resume", action="store_true", help="skip (method, seed) runs already finished in the store")
+    run_args(sw)
+
+    rp = sub.add_parser("report", help="write tables and plots from the store")
+    rp.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    rp.add_argument("--out", type=Path, default=Path("reports/latest"))
+    rp.add_argument("--task")
+    rp.add_argument("--preset")
+    return p
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    if a.data_cmd == "generate":
+        from harness.data.cards import load_card
+        from harness.data.simulate import generate
+
+        card = load_card(a.card)
+        out = generate(card, n=a.n, seed=a.seed, workers=a.workers, out=a.out, progress=not a.quiet,
+                       datasets_dir=a.datasets_dir)
+        from harness.data import imageset
+
+        s = imageset.load(out)
+        lens = int((s.labels == 1).sum())
+        print(f"wrote {out}: {len(s)} images {tuple(s.images.shape[1:])}, {lens} lenses; splits "
+              + ", ".join(f"{k}={len(v)}" for k, v in sorted(s.splits.items())))
+        return 0
+    if a.data_cmd == "import":
+        from harness.data.importers import import_dataset
+
+        out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed, progress=not a.quiet)
+        print(f"imported {a.path} as {out}")
+        return 0
+    from harness.data.show import contact_sheet
+
+    print(f"wrote {contact_sheet(a.path, a.out, n=a.n, seed=a.seed)}")
+    return 0
+
+
+def _cmd_methods() -> int:
+    from harness.api import all_methods
+
+    rows = [(n, "yes" + (" (ORACLE)" if c.oracle else "") if c.uses_target_labels else "no", c.doc())
+            for n, c in all_methods().items()]
+    w = max(len(r[0]) for r in rows)
+    print(f"{'method':<{w}}  {'target labels':<14}  description")
+    for n, t, d in rows:
+        print(f"{n:<{w}}  {t:<14}  {d}")
+    return 0
+
+
+def _options(a: argparse.Namespace):
+    from harness.config import get_preset
+    from harness.pipeline import Options
+    from harness.store import Store
+    from harness.training import resolve_device
+
+    preset = get_preset(a.preset)
+    changes = {k: v for k, v in (("easy", a.easy), ("hard", a.hard)) if v}
+    if changes:
+        preset = preset.replace("data", **changes)
+    if a.backbone:
+        from harness.models import BACKBONES
+
+        if a.backbone not in BACKBONES:
+            raise BadInput(f"--backbone {a.backbone}: choose from {', '.join(BACKBONES)}")
+        preset = preset.replace("source", backbone=a.backbone)
+    if a.no_catalog:
+        preset = preset.replace("source", use_catalog=False)
+    if a.store == DEFAULT_STORE:
+        a.store.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(a.store)
+    return Options(preset=preset, store=store, device=resolve_device(a.device), precision=a.precision,
+                   datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp),
+                   log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)))
+
+
+def _methods_arg(spec: str) -> list[str]:
+    from harness.api import all_methods, get_method
+
+    if spec == "all":
+        return list(all_methods())
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    for n in names:
+        get_method(n)
+    if not names:
+        raise BadInput("--method is empty")
+    return names
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from harness.pipeline import run
+
+    methods = _methods_arg(a.method)
+    opts = _options(a)
+    skip = getattr(a, "resume", False)
+    if getattr(a, "backend", "local") == "ray":
+        from harness.sweep import run_ray
+
+        ids = run_ray(methods, a.seeds, opts, skip_done=skip)
+    else:
+        ids = run(methods, a.seeds, opts, skip_done=skip)
+    runs = opts.store.runs()
+    failed = runs[runs["id"].isin(ids) & (runs["status"] == "failed")]
+    try:
+        from harness.report import terminal_table
+
+        print(terminal_table(opts.store.path, preset=opts.preset.name))
+    except (ImportError, BadInput):
+        pass
+    if len(failed):
+        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.method} seed {r.seed}: {r.error}"
+                                                         for r in failed.itertuples()), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from harness.report import build_report
+
+    out = build_report(a.store, a.out, task=a.task, preset=a.preset)
+    print(f"report written to {out}/index.html")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")
+    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+    a = build_parser().parse_args(argv)
+    try:
+        if a.cmd == "data":
+            return _cmd_data(a)
+        if a.cmd == "methods":
+            return _cmd_methods()
+        if a.cmd in ("run", "sweep"):
+            return _cmd_run(a)
+        return _cmd_report(a)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

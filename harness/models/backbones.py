@@ -1,0 +1,82 @@
+"""Image backbones: a (B, C, H, W) tensor in, a (B, out_dim) embedding out.
+
+- `small`: the seed DeepLense solution's two-conv-plus-pool CNN (with batch norm);
+- `resnet18` / `resnet50`: torchvision models with no hub weights (none can be fetched here) and
+  a stem for 64x64 stamps (3x3 stride-1 first conv, no max-pool), as CIFAR-style ResNets do;
+- `equivariant`: a shared CNN applied to the four 90-degree rotations of the input with the
+  features averaged, so the embedding is exactly invariant to rot90 of the lens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from harness.data.errors import BadInput
+
+BACKBONES = ("small", "resnet18", "resnet50", "equivariant")
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks with pooling, then global average pooling and a linear projection."""
+
+    def __init__(self, in_channels: int, out_dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.proj = nn.Linear(2 * width, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.net(x))
+
+
+class TorchvisionResNet(nn.Module):
+    """A torchvision ResNet (random init) with a 64x64-friendly stem and no classifier."""
+
+    def __init__(self, depth: int, in_channels: int) -> None:
+        super().__init__()
+        ctor = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
+        net = ctor(weights=None)
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        self.out_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Rot90Invariant(nn.Module):
+    """Average a shared encoder over the C4 orbit of the input: f(x) = mean_k g(rot90^k x)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.out_dim = encoder.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        orbit = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)], dim=0)
+        return self.encoder(orbit).view(4, b, -1).mean(0)
+
+
+def make_backbone(name: str, in_channels: int) -> nn.Module:
+    """Build a backbone by name; an unknown name is a BadInput listing the choices."""
+    if name == "small":
+        return SmallCNN(in_channels)
+    if name == "resnet18":
+        return TorchvisionResNet(18, in_channels)
+    if name == "resnet50":
+        return TorchvisionResNet(50, in_channels)
+    if name == "equivariant":
+        return Rot90Invariant(SmallCNN(in_channels))
+    raise BadInput(f"unknown backbone '{name}' (choose from {', '.join(BACKBONES)})")

@@ -1,0 +1,148 @@
+"""SQLite results store: one `runs` row and its `metrics` rows per finished run.
+
+A run is written in one transaction when it finishes, so a crash never leaves a half row; a
+failed run is recorded with status 'failed' and its error. Per-run files (predictions,
+embeddings) live in `<store folder>/<run id>/`. The schema below is what `harness.report`
+reads; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.data.errors import BadInput
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    task TEXT NOT NULL,
+    method TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    preset TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    config TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    device TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    seconds REAL NOT NULL,
+    run_key TEXT NOT NULL,
+    start TEXT NOT NULL DEFAULT 'source',
+    uses_target_labels INTEGER NOT NULL DEFAULT 0,
+    oracle INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run TEXT NOT NULL REFERENCES runs(id),
+    split TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    low REAL,
+    high REAL,
+    PRIMARY KEY (run, split, name)
+);
+CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
+"""
+
+RUN_COLUMNS = ("id", "time", "task", "method", "seed", "preset", "fingerprint", "config", "code_version",
+               "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error")
+
+
+@dataclass
+class Metric:
+    split: str          # hard_test | hard_labelled | hard_pool | easy_val | ssl
+    name: str           # auroc | tpr0 | tpr10 | accuracy | im | snd | auroc_sel_im | ...
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class RunRecord:
+    task: str
+    method: str
+    seed: int
+    preset: str
+    fingerprint: str
+    config: dict
+    code_version: str
+    device: str
+    run_key: str
+    start: str = "source"
+    uses_target_labels: bool = False
+    oracle: bool = False
+    status: str = "ok"
+    seconds: float = 0.0
+    error: str | None = None
+    id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8])
+    time: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+class Store:
+    """The SQLite results store (WAL mode)."""
+
+    def __init__(self, path: Path | str, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise BadInput(f"--store {self.path}: folder {self.path.parent} does not exist")
+        if not create and not self.path.is_file():
+            raise BadInput(f"--store {self.path}: no such results store")
+        try:
+            with closing(self._connect()) as con, con:
+                con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise BadInput(f"--store {self.path}: not a readable results store ({e})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+    @property
+    def root(self) -> Path:
+        """Folder beside the database that holds per-run folders and the stage cache."""
+        return self.path.parent
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def record(self, run: RunRecord, metrics: list[Metric]) -> str:
+        """Write a run and all its metrics in one transaction; return the run id."""
+        row = {k: getattr(run, k) for k in RUN_COLUMNS}
+        row["config"] = json.dumps(run.config, sort_keys=True, default=str)
+        row["uses_target_labels"] = int(run.uses_target_labels)
+        row["oracle"] = int(run.oracle)
+        with closing(self._connect()) as con, con:
+            con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+                        [row[k] for k in RUN_COLUMNS])
+            con.executemany("INSERT INTO metrics (run, split, name, value, low, high) VALUES (?, ?, ?, ?, ?, ?)",
+                            [(run.id, m.split, m.name, _f(m.value), _f(m.low), _f(m.high)) for m in metrics])
+        return run.id
+
+    def done(self, run_key: str) -> str | None:
+        """Id of a finished ('ok') run with this key, for resuming sweeps."""
+        with closing(self._connect()) as con:
+            r = con.execute("SELECT id FROM runs WHERE run_key = ? AND status = 'ok' ORDER BY time DESC LIMIT 1",
+                            (run_key,)).fetchone()
+        return r[0] if r else None
+
+    def runs(self) -> pd.DataFrame:
+        with closing(self._connect()) as con:
+            return pd.read_sql_query("SELECT * FROM runs ORDER BY time", con)
+
+    def metrics(self) -> pd.DataFrame:
+        with closing(self._connect()) as con:
+            return pd.read_sql_query("SELECT * FROM metrics", con)
+
+
+def _f(x: float | None) -> float | None:
+    return None if x is None else float(x)

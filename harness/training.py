@@ -1,0 +1,181 @@
+"""Device-resident training: devices, precision, on-device augmentation, the supervised loop.
+
+Training data live on the device as tensors; batches are drawn by index there and augmented
+there, so there are no DataLoader workers on the hot path. bf16 autocast is used on CUDA and
+on CPUs with native bf16 (AVX512-BF16 / AMX); fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from functools import lru_cache
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from harness.api import Batch, DomainData
+from harness.data.errors import BadInput
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without one is a BadInput."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if spec not in ("cpu", "cuda"):
+        raise BadInput(f"--device {spec}: choose auto, cpu or cuda")
+    return torch.device(spec)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, spec: str = "auto") -> str:
+    if spec not in ("auto", "bf16", "fp32"):
+        raise BadInput(f"--precision {spec}: choose auto, bf16 or fp32")
+    if spec != "auto":
+        return spec
+    return "bf16" if device.type == "cuda" or cpu_has_bf16() else "fp32"
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A zero-argument factory of the autocast context for this device and precision."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+class Augment:
+    """Label-preserving augmentations for lens stamps, computed on the device.
+
+    weak: random flips and rot90 per sample, small random shifts (per quarter batch).
+    strong: weak + PSF-like Gaussian blur, additive noise and per-band flux jitter.
+    """
+
+    def __init__(self, max_shift: int = 2, noise: float = 0.1, flux_jitter: float = 0.1,
+                 generator: torch.Generator | None = None) -> None:
+        self.max_shift, self.noise, self.flux_jitter = max_shift, noise, flux_jitter
+        self.g = generator
+
+    def _rand(self, *shape: int, device: torch.device) -> Tensor:
+        return torch.rand(*shape, device=device, generator=self.g)
+
+    def __call__(self, x: Tensor, strength: str = "weak") -> Tensor:
+        if strength not in ("weak", "strong"):
+            raise ValueError(f"augmentation strength '{strength}'")
+        b, dev = x.shape[0], x.device
+        flip = self._rand(b, 1, 1, 1, device=dev) < 0.5
+        x = torch.where(flip, x.flip(-1), x)
+        k = (self._rand(b, device=dev) * 4).long()
+        out = x.clone()
+        for r in range(1, 4):
+            m = k == r
+            if m.any():
+                out[m] = torch.rot90(x[m], r, dims=(-2, -1))
+        x = out
+        if self.max_shift:
+            chunks = x.chunk(4)
+            shifts = (self._rand(len(chunks), 2, device=dev) * (2 * self.max_shift + 1)).long() - self.max_shift
+            x = torch.cat([torch.roll(c, (int(s[0]), int(s[1])), dims=(-2, -1)) for c, s in zip(chunks, shifts)])
+        if strength == "strong":
+            x = self._blur(x)
+            x = x * (1 + self.flux_jitter * (2 * self._rand(b, x.shape[1], 1, 1, device=dev) - 1))
+            x = x + self.noise * torch.randn(x.shape, device=dev, generator=self.g, dtype=x.dtype)
+        return x
+
+    def _blur(self, x: Tensor) -> Tensor:
+        sigma = 0.5 + float(self._rand(1, device=x.device)) * 0.7
+        r = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+        k1 = torch.exp(-0.5 * (r / sigma) ** 2)
+        k1 = k1 / k1.sum()
+        c = x.shape[1]
+        kx = k1.view(1, 1, 1, 5).repeat(c, 1, 1, 1)
+        ky = k1.view(1, 1, 5, 1).repeat(c, 1, 1, 1)
+        x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), kx, groups=c)
+        return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), ky, groups=c)
+
+
+def cosine_lr(opt: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to zero over `steps`."""
+    def f(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        p = (s - warmup) / max(1, steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def make_optimizer(params, device: torch.device, lr: float, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """AdamW, fused on CUDA."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if device.type == "cuda" else None)
+
+
+def progress(steps: int, desc: str, quiet: bool) -> tqdm:
+    return tqdm(total=steps, desc=desc, disable=quiet, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+class Throughput:
+    """Images/s for the progress bar postfix."""
+
+    def __init__(self) -> None:
+        self.t0, self.n = time.perf_counter(), 0
+
+    def add(self, n: int) -> float:
+        self.n += n
+        return self.n / max(1e-9, time.perf_counter() - self.t0)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size: int, lr: float,
+                     weight_decay: float, device: torch.device, autocast: Callable, augment: Augment,
+                     generator: torch.Generator, desc: str = "source", quiet: bool = False) -> nn.Module:
+    """Supervised cross-entropy training on device-resident data (the easy-set lens finder)."""
+    model.train()
+    opt = make_optimizer(model.parameters(), device, lr, weight_decay)
+    sched = cosine_lr(opt, steps, warmup=max(1, steps // 20))
+    bar, tp = progress(steps, desc, quiet), Throughput()
+    for step in range(steps):
+        b = data.sample(batch_size, generator)
+        x = augment(b.images)
+        with autocast():
+            loss = F.cross_entropy(model(x, b.catalog), b.labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.update()
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{tp.add(batch_size * min(10, step + 1)):.0f}")
+    bar.close()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def infer(fn: Callable[[Batch], Tensor], data: DomainData, batch_size: int, autocast: Callable) -> Tensor:
+    """Apply `fn` (logits or features) to every row of `data`, in order, in eval precision."""
+    outs = []
+    for b in data.iterate(batch_size):
+        with autocast():
+            outs.append(fn(b).float())
+    return torch.cat(outs)
+
+
+def batches(data: DomainData, batch_size: int) -> Iterator[Batch]:
+    return data.iterate(batch_size)
