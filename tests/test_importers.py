@@ -1,0 +1,294 @@
+"""Importers of real layouts: output shape and order, quirk accounting, splits, and refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_real import (
+    HARD_CORRUPT,
+    HARD_FEW_NAN,
+    HARD_LABELLED,
+    HARD_MOSTLY_NAN,
+    HARD_NO_IMAGE,
+    HARD_NO_R,
+    HARD_NO_ROW,
+    OFFSET,
+    make_bologna,
+    make_deeplense,
+    make_hst,
+)
+
+from harness.data.errors import BadInput
+from harness.data.features import feature_matrix
+from harness.data.imageset import load
+from harness.data.importers import import_dataset
+
+
+class Log(list):
+    """Collects log lines; `one(word)` is the single line mentioning `word`."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+    def one(self, *words: str) -> str:
+        hits = [x for x in self if all(w in x for w in words)]
+        assert len(hits) == 1, (words, list(self))
+        return hits[0]
+
+
+def run(fmt: str, src: Path, tmp_path: Path, name: str = "real", **kw) -> tuple[Path, Log]:
+    log = Log()
+    out = import_dataset(fmt, src, name, datasets_dir=tmp_path / "datasets", progress=False, log=log, **kw)
+    return out, log
+
+
+def nothing_written(tmp_path: Path) -> bool:
+    d = tmp_path / "datasets"
+    return not d.exists() or not any(d.iterdir())
+
+
+@pytest.fixture(scope="module")
+def bologna(tmp_path_factory) -> tuple[Path, Path, Log]:
+    tmp = tmp_path_factory.mktemp("bologna")
+    src = make_bologna(tmp / "src")
+    out, log = run("bologna", src, tmp)
+    return src, out, log
+
+
+def ids(iset) -> list[int]:
+    return [int(i) for i in iset.catalog["id"]]
+
+
+# ------------------------------------------------------------------------------------------- bologna
+
+
+def test_bologna_layout_shapes_and_band_order(bologna):
+    _, out, _ = bologna
+    assert sorted(p.name for p in out.iterdir()) == ["easy", "hard"]
+    for domain in ("easy", "hard"):
+        s = load(out / domain)
+        assert s.images.dtype == np.float32 and s.images.shape[1:] == (3, 101, 101)
+        means = np.asarray(s.images).mean(axis=(0, 2, 3))
+        np.testing.assert_allclose(means, [OFFSET["g"], OFFSET["r"], OFFSET["i"]], atol=1.0)
+        assert s.meta["bands"] == ["g", "r", "i"] and s.meta["pixel_scale"] == 0.2
+        assert s.meta["kind"] == "lens-finding" and s.meta["domain"] == domain
+        assert s.meta["classes"] == ["non-lens", "lens"] and s.meta["source_format"] == "bologna"
+        assert len(s.meta["fingerprint"]) == 64
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "scratch left behind"
+    assert len(load(out / "easy")) == 12
+
+
+def test_bologna_catalog_columns(bologna):
+    _, out, _ = bologna
+    cat = load(out / "hard").catalog
+    for c in ("truth_is_lens", "truth_einstein_area", "truth_numb_pix_lensed_image",
+              "truth_flux_lensed_image_in_sigma", "leaky_col", "mag_g", "mag_r", "mag_i", "colour_gr",
+              "r_half_arcsec", "ellipticity"):
+        assert c in cat.columns, c
+    for raw in ("ID", "is_lens", "Einstein_area", "numb_pix_lensed_image", "flux_lensed_image_in_sigma"):
+        assert raw not in cat.columns
+    # measured from pixels: the g aperture magnitude follows the g offset, not the catalog
+    assert (cat["mag_g"] > cat["mag_r"]).all()
+
+
+def test_bologna_nan_repaired_and_dropped(bologna):
+    _, out, _ = bologna
+    s = load(out / "hard")
+    kept = ids(s)
+    assert np.isfinite(np.asarray(s.images)).all()
+    assert HARD_FEW_NAN in kept
+    for gone in (HARD_CORRUPT, HARD_MOSTLY_NAN, HARD_NO_R, HARD_NO_IMAGE, HARD_NO_ROW):
+        assert gone not in kept
+    assert len(s) == 17
+
+
+def test_bologna_quirk_warnings(bologna):
+    _, _, log = bologna
+    assert "1 macOS" in log.one("bologna/easy", "macOS")
+    assert "1 macOS" in log.one("bologna/hard", "macOS")
+    bad = log.one("bologna/hard", "unreadable")
+    assert f"Band2/imageSDSS_I-{HARD_CORRUPT}.fits" in bad and "1 of them labelled" in bad
+    assert "repaired 1 image" in log.one("bologna/hard", "NaN pixels (set to 0)")
+    assert "dropped 1 image" in log.one("bologna/hard", ">= 5% NaN")
+    assert f"{HARD_NO_R} lacks r" in log.one("bologna/hard", "missing a band")
+    assert "1 of them labelled" in log.one("bologna/hard", "catalog row(s) have no image")
+    assert str(HARD_NO_ROW) in log.one("bologna/hard", "no catalog row")
+    assert "2 labelled image(s) lost" in log.one("bologna/hard", "lost in total")
+    warnings = [x for x in log if x.startswith("warning: bologna/hard")]
+    kinds = [x.split(": ", 2)[2].split(" (")[0] for x in warnings]
+    assert len(kinds) == len(set(kinds)), "one line per quirk kind"
+
+
+def test_bologna_labels_and_hard_splits(bologna):
+    _, out, _ = bologna
+    s = load(out / "hard")
+    kept = np.array(ids(s))
+    truth = s.catalog["truth_is_lens"].to_numpy()
+    np.testing.assert_array_equal(s.labels, np.where(np.isnan(truth), -1, truth).astype(int))
+    pool, lab, test = (set(s.split(k).tolist()) for k in ("pool", "labelled", "test"))
+    assert not (pool & lab or pool & test or lab & test)
+    assert pool == set(np.flatnonzero(s.labels < 0).tolist())
+    labelled_rows = set(HARD_LABELLED) - {HARD_CORRUPT}  # the labelled image lost to a corrupt FITS
+    assert set(kept[sorted(lab | test)].tolist()) == labelled_rows
+    assert len(pool) == 14 and lab and test
+
+
+def test_bologna_easy_splits(bologna):
+    _, out, _ = bologna
+    s = load(out / "easy")
+    assert set(s.splits) == {"train", "val"}
+    train, val = s.split("train"), s.split("val")
+    assert len(val) == 2 and len(train) == 10 and not set(train) & set(val)
+    assert sorted(s.labels[val].tolist()) == [0, 1]
+
+
+def test_leak_guard_refuses_leaky_column(bologna):
+    _, out, _ = bologna
+    s = load(out / "hard")
+    with pytest.raises(BadInput, match="leaky_col"):
+        feature_matrix(s.catalog, s.labels)
+    x, cols = feature_matrix(s.catalog.drop(columns=["leaky_col"]), s.labels, check=False)
+    assert not [c for c in cols if c.startswith("truth_")] and x.shape[0] == len(s)
+
+
+def test_bologna_catalog_in_domain_folders_and_test_share(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    shutil.move(src / "easy_test.csv", src / "easy" / "easy_test.csv")
+    out, _ = run("bologna", src, tmp_path, test_share=0.34, seed=3)
+    assert len(load(out / "easy")) == 12 and len(load(out / "hard")) == 17
+
+
+def test_bologna_duplicate_ids_and_unlabelled_easy_rows(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    csv = src / "easy_test.csv"
+    cat = pd.read_csv(csv)
+    cat.loc[cat["ID"] == 12, "is_lens"] = np.nan
+    pd.concat([cat, cat.iloc[[0]]]).to_csv(csv, index=False)
+    out, log = run("bologna", src, tmp_path)
+    s = load(out / "easy")
+    assert len(s) == 12 and s.labels[ids(s).index(12)] == -1
+    assert s.split("pool").tolist() == [ids(s).index(12)]
+    assert "1 of them labelled" in log.one("bologna/easy", "duplicate catalog row")
+
+
+def test_bologna_bad_label_value(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    csv = src / "easy_test.csv"
+    cat = pd.read_csv(csv)
+    cat.loc[0, "is_lens"] = 7
+    cat.to_csv(csv, index=False)
+    with pytest.raises(BadInput, match="is_lens holds '7'"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_bologna_missing_band_folder(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    shutil.rmtree(src / "hard" / "Band2")
+    with pytest.raises(BadInput, match="Band2"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_bologna_missing_catalog(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    (src / "hard" / "hard_test_cut.csv").unlink()
+    with pytest.raises(BadInput, match="hard_test_cut.csv"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_bologna_catalog_missing_column(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    csv = src / "easy_test.csv"
+    pd.read_csv(csv).drop(columns=["is_lens"]).to_csv(csv, index=False)
+    with pytest.raises(BadInput, match="is_lens"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_bologna_no_usable_images(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    for f in (src / "easy" / "Band3").glob("imageSDSS_G-*.fits"):
+        f.write_bytes(b"garbage")
+    with pytest.raises(BadInput, match="no usable images"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_existing_output_and_unknown_format(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    (tmp_path / "datasets" / "real").mkdir(parents=True)
+    with pytest.raises(BadInput, match="already exists"):
+        run("bologna", src, tmp_path)
+    with pytest.raises(BadInput, match="unknown format"):
+        run("fits-zoo", src, tmp_path, name="other")
+    with pytest.raises(BadInput, match="not a folder"):
+        run("bologna", tmp_path / "nowhere", tmp_path, name="other")
+
+
+# ----------------------------------------------------------------------------------------- deeplense
+
+
+def test_deeplense_split_folders(tmp_path):
+    src = make_deeplense(tmp_path / "src")
+    out, log = run("deeplense-npy", src, tmp_path)
+    s = load(out)
+    assert s.images.dtype == np.float32 and s.images.shape == (18, 1, 150, 150)
+    assert s.meta["classes"] == ["no", "sphere", "vort"] and s.meta["kind"] == "substructure"
+    assert s.meta["bands"] == ["x"]
+    # the class sets the image mean in the fixture: labels must follow the sorted folder names
+    np.testing.assert_array_equal(np.floor(np.asarray(s.images).mean(axis=(1, 2, 3))), s.labels)
+    assert set(s.splits) == {"train", "val"} and len(s.split("train")) == 12 and len(s.split("val")) == 6
+    assert all(s.catalog["id"].iloc[i].startswith("val/") for i in s.split("val"))
+    assert {"mag_x", "r_half_arcsec", "ellipticity"} <= set(s.catalog.columns)
+    assert "1 macOS" in log.one("deeplense-npy", "macOS")
+
+
+def test_deeplense_flat_classes_in_wrapper_folder(tmp_path):
+    src = make_deeplense(tmp_path / "src" / "dataset", split_folders=False, size=40)
+    out, _ = run("deeplense-npy", src.parent, tmp_path)
+    s = load(out)
+    assert s.images.shape == (15, 1, 40, 40)
+    assert set(s.splits) == {"train", "val"} and len(s.split("val")) == 3  # stratified 20%
+    assert sorted(np.bincount(s.labels[s.split("val")]).tolist()) == [1, 1, 1]
+
+
+def test_deeplense_without_classes(tmp_path):
+    (tmp_path / "src").mkdir()
+    with pytest.raises(BadInput, match="class folders"):
+        run("deeplense-npy", tmp_path / "src", tmp_path)
+    assert nothing_written(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- hst
+
+
+def test_hst(tmp_path):
+    src = make_hst(tmp_path / "src")
+    out, log = run("hst-npy", src, tmp_path)
+    s = load(out)
+    assert s.images.dtype == np.float32 and s.images.shape == (10, 3, 64, 64)
+    assert s.meta["kind"] == "lens-finding" and s.meta["classes"] == ["non-lens", "lens"]
+    expect = [0 if i.startswith("nl_") else 1 for i in s.catalog["id"]]
+    np.testing.assert_array_equal(s.labels, expect)
+    assert sorted(s.labels.tolist()) == [0] * 5 + [1] * 5
+    assert np.isfinite(np.asarray(s.images)).all()
+    assert set(s.splits) == {"train", "val"} and len(s.split("val")) == 2
+    shape = log.one("hst-npy", "shape differs")
+    assert "Lodd_hst.npy" in shape and "3x64x64" in shape and "1 of them labelled" in shape
+    assert "notes.npy" in log.one("hst-npy", "unrecognised")
+    assert "repaired 1" in log.one("hst-npy", "NaN")
+
+
+def test_hst_nothing_usable(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a_hst.npy").write_bytes(b"not numpy")
+    with pytest.raises(BadInput, match="no readable"):
+        run("hst-npy", src, tmp_path)
+    assert nothing_written(tmp_path)
