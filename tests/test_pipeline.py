@@ -1,0 +1,96 @@
+"""End-to-end pipeline on the smoke preset: store rows, caching, honesty of the splits."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import smoke_args
+from harness.cli import main
+from harness.data import imageset
+from harness.store import Store
+
+
+def _metrics(db: Path, run_id: str) -> dict[tuple[str, str], tuple]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT split, name, value, low, high FROM metrics WHERE run = ?", (run_id,)).fetchall()
+    return {(s, n): (v, lo, hi) for s, n, v, lo, hi in rows}
+
+
+def test_source_only_row_has_interval_tprs_and_validators(smoke_root: Path) -> None:
+    runs = Store(smoke_root / "s.db").runs()
+    row = runs[runs.method == "source_only"].iloc[0]
+    assert row.status == "ok" and row.task == "lens-finding" and row.preset == "smoke"
+    m = _metrics(smoke_root / "s.db", row.id)
+    a, lo, hi = m[("hard_test", "auroc")]
+    assert 0 <= lo <= a <= hi <= 1
+    for key in [("hard_test", "tpr0"), ("hard_test", "tpr10"), ("hard_pool", "im"), ("hard_pool", "snd"),
+                ("easy_val", "auroc"), ("ssl", "linear_probe_auroc"), ("hard_test", "auroc_sel_validator")]:
+        assert key in m and np.isfinite(m[key][0]), key
+    d = smoke_root / row.id
+    preds = pd.read_parquet(d / "predictions.parquet")
+    assert set(preds.split) == {"hard_test", "easy_val"}
+    assert preds.score.between(0, 1).all()
+    assert (d / "embeddings.npz").is_file() and (d / "extremes.npz").is_file()
+
+
+def test_second_run_reuses_cached_stages(smoke_root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--method", "target_labelled", *smoke_args(smoke_root)]) == 0
+    out = capsys.readouterr().out
+    assert "ssl: reusing cached encoder" in out
+    assert "source: reusing cached lens finder" in out
+    runs = Store(smoke_root / "s.db").runs()
+    assert set(runs.method) >= {"source_only", "target_labelled"}
+
+
+def _copy_with_shuffled_test_labels(src: Path, dst: Path, seed: int) -> None:
+    shutil.copytree(src, dst)
+    s = imageset.load(dst)
+    labels = np.array(s.labels)
+    t = s.split("test")
+    labels[t] = np.random.default_rng(seed).permutation(labels[t])[::-1]
+    labels[t] = 1 - labels[t]  # flips every test label: any use of them would change training
+    np.save(dst / "labels.npy", labels)
+
+
+def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tmp_path: Path) -> None:
+    """Training and checkpoint selection are identical when every hard-test label is flipped."""
+    hard = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("hard-"))
+    easy = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("easy-"))
+    steps = {}
+    for tag in ("orig", "flipped"):
+        hdir = tmp_path / f"hard-{tag}"
+        if tag == "orig":
+            shutil.copytree(hard, hdir)
+        else:
+            _copy_with_shuffled_test_labels(hard, hdir, 0)
+        (tmp_path / tag).mkdir()
+        db = tmp_path / tag / "s.db"
+        assert main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db), "--device",
+                     "cpu", "--easy", str(easy), "--hard", str(hdir), "--quiet", "--precision", "fp32"]) == 0
+        run = Store(db).runs().iloc[-1]
+        m = _metrics(db, run.id)
+        steps[tag] = (m[("hard_test", "sel_validator_step")][0], m[("hard_test", "sel_labelled_step")][0],
+                      m[("hard_pool", "im")][0], m[("easy_val", "auroc")][0])
+        steps[tag + "_model"] = torch.load(tmp_path / tag / run.id / "model.pt")
+    assert steps["orig"] == steps["flipped"]
+    for k, v in steps["orig_model"].items():
+        assert torch.equal(v, steps["flipped_model"][k]), k
+
+
+def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    # a NaN learning rate is refused by the optimiser inside the method: the run fails mid-way
+    rc = main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db), "--datasets-dir",
+               str(smoke_root / "ds"), "--device", "cpu", "--quiet", "--hp", "target_labelled.lr=nan"])
+    runs = Store(db).runs()
+    assert rc == 1
+    assert list(runs.status) == ["failed"] and runs.error.iloc[0]
+    assert Store(db).metrics().empty
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
