@@ -1,0 +1,176 @@
+"""Decide which figures a group gets, gather their inputs from the run folders, and write the PNGs.
+
+Every figure either lands as a PNG or comes back as a note saying which input was missing, so a
+store of failed or old runs still gives a complete (if thinner) report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.report import pictures, plots
+from harness.report.load import Selection, arrays, predictions
+from harness.report.style import save
+from harness.report.tables import HEADLINE, label
+
+
+@dataclass
+class Fig:
+    """A figure in the report: its file (relative to the report folder) or, when skipped, why."""
+
+    title: str
+    file: str | None = None
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _runs_of(ok: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
+    mask = ((ok["task"] == r["task"]) & (ok["preset"] == r["preset"]) & (ok["shift"] == r["shift"])
+            & (ok["method"] == r["method"]))
+    return ok[mask].sort_values("seed")
+
+
+def best_unsupervised(group: pd.DataFrame) -> pd.Series | None:
+    """Highest-AUROC method that uses no hard labels and is not the baseline."""
+    g = group[~group["oracle"] & ~group["uses_target_labels"] & (group["method"] != "source_only")
+              & np.isfinite(group[HEADLINE])]
+    return g.iloc[0] if len(g) else None
+
+
+def _missing(what: str, lacking: list[str]) -> list[str]:
+    return [f"No {what} for: {', '.join(lacking)}."] if lacking else []
+
+
+def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
+    fig = Fig("ROC curves (hard test)")
+    curves: dict[str, list[np.ndarray]] = {}
+    lacking, multiclass, negatives = [], False, []
+    for _, r in group.iterrows():
+        for _, run in _runs_of(ok, r).iterrows():
+            pred = predictions(sel, run["id"])
+            got = plots.roc_on_grid(pred) if pred is not None else None
+            if got is None:
+                lacking.append(f"{r['method']} seed {run['seed']}")
+                continue
+            multiclass |= "score" not in pred.columns
+            curves.setdefault(r["method"], []).append(got[0])
+            negatives.append(got[1])
+    if not curves:
+        fig.notes = ["Skipped: no run in this group has usable hard-test predictions (predictions.parquet)."]
+        return fig
+    fig.notes = _missing("usable hard-test predictions.parquet", lacking)
+    png = plots.roc(group, curves, colours, multiclass, negatives=min(negatives))
+    fig.file = save(png, out / f"{stem}-roc.png").name
+    fig.caption = ("Mean true-positive rate on a common false-positive grid over seeds, band = min–max "
+                   "over seeds; inset: the same on a log-FPR axis (1e-3 to 1).")
+    return fig
+
+
+def auroc_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
+    fig = Fig("AUROC by method")
+    if not np.isfinite(group[HEADLINE]).any():
+        fig.notes = ["Skipped: no hard-test AUROC recorded in this group."]
+        return fig
+    fig.file = save(plots.auroc_bars(group, colours), out / f"{stem}-auroc.png").name
+    fig.caption = "Dashed line: source_only. n = seeds."
+    return fig
+
+
+def gap_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
+    fig = Fig("Gap closed by method")
+    if not np.isfinite(group["gap_closed"]).any():
+        need = [m for m, ok in (("source_only", (group["method"] == "source_only").any()),
+                                ("oracle", group["oracle"].any())) if not ok]
+        why = f"no {' or '.join(need)} run" if need else "source_only and oracle AUROC are equal or missing"
+        fig.notes = [f"Skipped: gap closed needs source_only and oracle results ({why} in this group)."]
+        return fig
+    fig.file = save(plots.gap_bars(group, colours), out / f"{stem}-gap.png").name
+    fig.caption = "Error bars carry only the method's own AUROC interval, not the baseline's or the oracle's."
+    return fig
+
+
+def _first_with(sel: Selection, runs: pd.DataFrame, name: str, needed: tuple[str, ...]):
+    for _, run in runs.iterrows():
+        z = arrays(sel, run["id"], name, needed)
+        if z is not None:
+            return run, z
+    return None, None
+
+
+def embedding_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Path, stem: str) -> Fig:
+    fig = Fig("Embeddings: source_only vs best unsupervised method")
+    base, best = group[group["method"] == "source_only"], best_unsupervised(group)
+    picks = ([base.iloc[0]] if len(base) else []) + ([best] if best is not None else [])
+    panels = []
+    lacking = []
+    for r in picks:
+        run, z = _first_with(sel, _runs_of(ok, r), "embeddings.npz", ("features", "domain", "label"))
+        if z is None:
+            lacking.append(r["method"])
+        else:
+            panels.append((f"{label(r)}, seed {run['seed']}", z))
+    if not picks:
+        fig.notes = ["Skipped: no source_only run and no unsupervised method in this group."]
+    elif not panels:
+        fig.notes = [f"Skipped: no usable embeddings.npz for {' or '.join(lacking)}."]
+    if not panels:
+        return fig
+    fig.notes = _missing("usable embeddings.npz", lacking)
+    fig.file = save(pictures.embedding(panels), out / f"{stem}-embedding.png").name
+    fig.caption = ("PCA of the penultimate-layer features (up to 2000 points, both domains in the same "
+                   "proportion as stored). Overlapping domain clouds mean the features are domain-invariant.")
+    return fig
+
+
+def extremes_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Path, stem: str) -> Fig:
+    fig = Fig("Highest- and lowest-ranked hard-test images")
+    best = best_unsupervised(group)
+    order = list(group.iterrows())
+    if best is not None:
+        order = [(None, best)] + [(i, r) for i, r in order if r["method"] != best["method"]]
+    lacking = []
+    for _, r in order:
+        run, z = _first_with(sel, _runs_of(ok, r), "extremes.npz", ("images", "score", "label"))
+        if z is None or np.asarray(z["images"]).ndim not in (3, 4) or len(z["images"]) == 0:
+            lacking.append(r["method"])
+            continue
+        title = f"{label(r)}, seed {run['seed']}"
+        fig.file = save(pictures.contact_sheet(z, title), out / f"{stem}-extremes.png").name
+        why = " (best unsupervised method)" if best is not None and r is best else ""
+        fig.caption = f"{title}{why}. Bands g, r, i shown as blue, green, red with an asinh stretch per image."
+        if lacking:
+            fig.notes = [f"Shown for {r['method']} because {', '.join(lacking)} has no usable extremes.npz."]
+        return fig
+    fig.notes = ["Skipped: no run in this group has a usable extremes.npz."]
+    return fig
+
+
+def group_figures(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
+                  title: str) -> list[Fig]:
+    stem = slug(title)
+    return [roc_fig(sel, group, ok, colours, out, stem), auroc_fig(group, colours, out, stem),
+            gap_fig(group, colours, out, stem), embedding_fig(sel, group, ok, out, stem),
+            extremes_fig(sel, group, ok, out, stem)]
+
+
+def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:
+    """AUROC vs data.shift for each (task, preset) that was run at several shifts."""
+    figs = []
+    for (task, preset), rows in summary.groupby(["task", "preset"]):
+        if rows["shift"].nunique() < 2:
+            continue
+        rows = rows[np.isfinite(rows[HEADLINE])]
+        f = Fig(f"AUROC vs shift · {task} · {preset}")
+        f.file = save(plots.auroc_vs_shift(rows, colours), out / f"{slug(task + '-' + preset)}-shift.png").name
+        f.caption = "Mean hard-test AUROC per shift value; error bars as in the tables."
+        figs.append(f)
+    return figs

@@ -1,0 +1,110 @@
+"""Read the results store and the per-run folders into pandas, and nothing else.
+
+The report depends only on the store's schema (`harness.store`), so it can summarise a store
+written by any version of the pipeline; missing per-run files are reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.data.errors import BadInput
+from harness.store import Store
+
+GROUP = ["task", "preset", "shift"]
+
+
+@dataclass
+class Selection:
+    """The runs a report covers: `runs` (one row per run, plus a `shift` column) and their metrics."""
+
+    store_path: Path
+    root: Path
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "ok"]
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+
+def _shift(config: str) -> float:
+    try:
+        return float(json.loads(config).get("data", {}).get("shift", 0.0) or 0.0)
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def load(store_path: Path | str, task: str | None = None, preset: str | None = None) -> Selection:
+    """Open the store read-only in spirit and select runs; bad input raises BadInput with one line."""
+    store_path = Path(store_path)
+    if not store_path.is_file():
+        raise BadInput(f"--store {store_path}: no such results store")
+    store = Store(store_path, create=False)
+    runs, metrics = store.runs(), store.metrics()
+    if not (runs["status"] == "ok").any():
+        raise BadInput(f"store {store_path} holds no finished runs")
+    for col, default in (("start", "source"), ("uses_target_labels", 0), ("oracle", 0), ("error", None)):
+        if col not in runs.columns:  # a store written before the column existed
+            runs[col] = default
+    runs["shift"] = [_shift(c) for c in runs["config"]]
+    for col in ("oracle", "uses_target_labels"):
+        runs[col] = runs[col].fillna(0).astype(int).astype(bool)
+    runs["seconds"] = pd.to_numeric(runs["seconds"], errors="coerce")
+    if task is not None:
+        if task not in set(runs["task"]):
+            have = ", ".join(sorted(set(runs["task"])))
+            raise BadInput(f"no runs for task '{task}' (store has: {have})")
+        runs = runs[runs["task"] == task]
+    if preset is not None:
+        if preset not in set(runs["preset"]):
+            have = ", ".join(sorted(set(runs["preset"])))
+            raise BadInput(f"no runs for preset '{preset}' (store has: {have})")
+        runs = runs[runs["preset"] == preset]
+    if not (runs["status"] == "ok").any():
+        what = " and ".join(f"{k} '{v}'" for k, v in (("task", task), ("preset", preset)) if v is not None)
+        raise BadInput(f"store {store_path} holds no finished runs for {what}")
+    runs = runs.reset_index(drop=True)
+    metrics = metrics[metrics["run"].isin(set(runs["id"]))].reset_index(drop=True)
+    return Selection(store_path=store_path, root=store.root, runs=runs, metrics=metrics)
+
+
+def latest_ok(sel: Selection) -> pd.DataFrame:
+    """One finished run per (group, method, seed): the latest, so a re-run replaces an older result."""
+    ok = sel.ok.sort_values("time")
+    return ok.drop_duplicates(GROUP + ["method", "seed"], keep="last").reset_index(drop=True)
+
+
+def predictions(sel: Selection, run_id: str) -> pd.DataFrame | None:
+    """A run's predictions, or None when the file is missing or unreadable."""
+    path = sel.run_dir(run_id) / "predictions.parquet"
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply "missing" for the report
+        return None
+    if not {"split", "label"} <= set(df.columns) or not any(c.startswith("score") for c in df.columns):
+        return None
+    return df
+
+
+def arrays(sel: Selection, run_id: str, name: str, needed: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Arrays of a run's `.npz` file, or None when missing, unreadable or lacking `needed` keys."""
+    path = sel.run_dir(run_id) / name
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001
+        return None
+    return out if all(k in out for k in needed) else None

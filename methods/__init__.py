@@ -1,0 +1,1 @@
+"""Adaptation methods: one module per method, each registered with `harness.api.register`."""

@@ -1,0 +1,385 @@
+"""Report: numbers against hand computation, notes, files, Markdown shape, bad input, and the HTML in Chromium."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.data.errors import BadInput
+from harness.report import build_report, terminal_table
+from harness.report.load import load
+from harness.report.pictures import rgb
+from harness.report.plots import FPR_GRID, roc_on_grid
+from harness.report.tables import BOOTSTRAP, HEADLINE, OVER_SEEDS, summarise
+from harness.store import Metric, RunRecord, Store
+
+T_975_2 = 4.302653  # t_{0.975, 2 dof}, for 3 seeds
+
+# (method, seed) -> hard-test AUROC, (low, high) bootstrap; lens-finding · smoke · shift 0
+SMOKE = {
+    "source_only": [0.70, 0.72, 0.74],
+    "oracle": [0.90, 0.92, 0.94],
+    "target_labelled": [0.84, 0.85, 0.86],
+    "dann": [0.80, 0.82],            # seed 2 failed
+    "mcc": [0.78],                   # only one seed, no failure
+}
+BOOT = 0.03  # every run's bootstrap half-width
+
+
+def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="lens-finding", preset="smoke",
+            shift=0.0, status="ok", seconds=10.0) -> str:
+    run = RunRecord(task=task, method=method, seed=seed, preset=preset, fingerprint="fp",
+                    config={"data": {"shift": shift}, "hparams": {}}, code_version="test", device="cpu",
+                    run_key=f"{task}-{preset}-{shift}-{method}-{seed}", oracle=method == "oracle",
+                    uses_target_labels=method in ("oracle", "target_labelled"), status=status,
+                    seconds=seconds, error=None if status == "ok" else "RuntimeError: boom\ntraceback...",
+                    id=f"{task}-{preset}-{shift}-{method}-{seed}")
+    metrics = [] if auroc is None else [
+        Metric("hard_test", "auroc", auroc, auroc - BOOT, auroc + BOOT),
+        Metric("hard_test", "tpr0", auroc / 4),
+        Metric("hard_test", "tpr10", auroc / 2),
+        Metric("hard_test", "auroc_sel_validator", auroc - 0.01),
+        Metric("hard_test", "auroc_sel_labelled", auroc - 0.005),
+        Metric("easy_val", "auroc", 0.99, 0.98, 1.0),
+        Metric("hard_pool", "im", 0.5),
+    ]
+    if task == "substructure" and auroc is not None:
+        metrics += [Metric("hard_test", "auroc_macro", auroc),
+                    *(Metric("hard_test", f"auroc_{c}", auroc + d) for c, d in (("no_sub", 0.05), ("cdm", -0.05)))]
+    return store.record(run, metrics)
+
+
+def _predictions(rng, auroc: float, classes: int = 2) -> pd.DataFrame:
+    rows = []
+    for split, n in (("hard_test", 400), ("easy_val", 200)):
+        y = rng.integers(0, classes, n)
+        sep = math.sqrt(2) * 1.2 * (auroc - 0.5) * 4
+        if classes == 2:
+            s = 1 / (1 + np.exp(-(rng.normal(size=n) + sep * (y - 0.5))))
+            rows.append(pd.DataFrame({"split": split, "index": np.arange(n), "id": [f"i{i}" for i in range(n)],
+                                      "label": y, "score": s}))
+        else:
+            logits = rng.normal(size=(n, classes)) + sep * np.eye(classes)[y]
+            p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            d = {"split": split, "index": np.arange(n), "id": [f"i{i}" for i in range(n)], "label": y}
+            d.update({f"score_{k}": p[:, k] for k in range(classes)})
+            rows.append(pd.DataFrame(d))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _embeddings(rng, gap: float, classes: int = 2) -> dict:
+    n = 600
+    dom, lab = np.repeat([0, 1], n // 2), rng.integers(0, classes, n)
+    f = rng.normal(size=(n, 16)).astype(np.float32)
+    f[:, 0] += gap * dom
+    f[:, 1] += 1.5 * lab
+    return {"features": f, "domain": dom, "label": lab}
+
+
+def _extremes(rng, k: int = 6) -> dict:
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    r = np.hypot(yy, xx)
+    imgs, labels = [], []
+    for i in range(2 * k):
+        lens = (i < k) != (i in (2, k + 1))  # one mistake in each half
+        img = np.exp(-r**2 / 8)[None] * np.array([0.5, 1.0, 1.4])[:, None, None]
+        if lens:
+            img = img + np.exp(-(r - 9) ** 2 / 2)[None] * np.array([1.0, 0.6, 0.3])[:, None, None] * 0.4
+        imgs.append(img + rng.normal(scale=0.02, size=img.shape))
+        labels.append(int(lens))
+    score = np.concatenate([np.linspace(0.99, 0.9, k), np.linspace(0.1, 0.01, k)])
+    return {"images": np.asarray(imgs, np.float32), "score": score, "label": np.asarray(labels),
+            "rank": np.array(["top"] * k + ["bottom"] * k)}
+
+
+def make_store(root: Path, files: bool = True) -> Path:
+    """Synthetic store: lens-finding smoke (table checks), demo over 3 shifts, substructure (multi-class)."""
+    rng = np.random.default_rng(0)
+    store = Store(root / "harness.db")
+    for method, aucs in SMOKE.items():
+        for seed, a in enumerate(aucs):
+            rid = _record(store, method, seed, a, seconds=10.0 + seed)
+            if files:
+                d = store.run_dir(rid)
+                d.mkdir()
+                _predictions(rng, a).to_parquet(d / "predictions.parquet")
+                gap = {"source_only": 4.0, "dann": 1.0}.get(method, 2.0)
+                np.savez(d / "embeddings.npz", **_embeddings(rng, gap))
+                if method != "mcc":
+                    np.savez(d / "extremes.npz", **_extremes(rng))
+    _record(store, "dann", 2, None, status="failed")
+    for shift in (0.0, 0.5, 1.0):
+        for method, a in (("source_only", 0.8), ("dann", 0.85), ("oracle", 0.95)):
+            for seed in range(2):
+                _record(store, method, seed, a - 0.1 * shift + 0.01 * seed, preset="demo", shift=shift)
+    for method, a in (("source_only", 0.75), ("dann", 0.8), ("oracle", 0.9)):
+        rid = _record(store, method, 0, a, task="substructure")
+        if files:
+            d = store.run_dir(rid)
+            d.mkdir()
+            _predictions(rng, a, classes=3).to_parquet(d / "predictions.parquet")
+            np.savez(d / "embeddings.npz", **_embeddings(rng, 2.0, classes=3))
+    return store.path
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def smoke(store_path) -> pd.DataFrame:
+    s = summarise(load(store_path, "lens-finding", "smoke"))
+    return s.set_index("method")
+
+
+@pytest.fixture(scope="module")
+def report(store_path, tmp_path_factory) -> Path:
+    logs: list[str] = []
+    out = build_report(store_path, tmp_path_factory.mktemp("reports") / "latest", log=logs.append)
+    assert logs and any("wrote" in x for x in logs)
+    return out
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def test_three_seeds_t_interval(smoke):
+    r = smoke.loc["source_only"]
+    s = np.std([0.70, 0.72, 0.74], ddof=1)  # 0.02
+    half = T_975_2 * s / math.sqrt(3)
+    assert r[HEADLINE] == pytest.approx(0.72)
+    assert r[f"{HEADLINE}.low"] == pytest.approx(0.72 - half, abs=1e-6)
+    assert r[f"{HEADLINE}.high"] == pytest.approx(0.72 + half, abs=1e-6)
+    assert r["interval"] == OVER_SEEDS
+    assert r["hard_test.tpr0"] == pytest.approx(0.72 / 4)
+    assert r["seconds_mean"] == pytest.approx(11.0)
+
+
+def test_two_seeds_use_mean_bootstrap_interval(smoke):
+    r = smoke.loc["dann"]
+    assert r[HEADLINE] == pytest.approx(0.81)
+    assert r[f"{HEADLINE}.low"] == pytest.approx(0.81 - BOOT)
+    assert r[f"{HEADLINE}.high"] == pytest.approx(0.81 + BOOT)
+    assert r["interval"] == BOOTSTRAP
+
+
+def test_seed_notes(smoke):
+    assert smoke.loc["dann", "seeds"] == "2 seeds (1 failed)"
+    assert smoke.loc["dann", "n_failed"] == 1
+    assert smoke.loc["mcc", "seeds"] == "1 seed (fewer than 3)"
+    assert smoke.loc["source_only", "seeds"] == "3 seeds"
+
+
+def test_gap_closed(smoke):
+    # (0.81 - 0.72) / (0.92 - 0.72) = 0.45
+    assert smoke.loc["dann", "gap_closed"] == pytest.approx(0.45)
+    assert smoke.loc["mcc", "gap_closed"] == pytest.approx((0.78 - 0.72) / 0.20)
+    assert smoke.loc["source_only", "gap_closed"] == pytest.approx(0.0)
+    assert smoke.loc["oracle", "gap_closed"] == pytest.approx(1.0)
+
+
+def test_gap_closed_blank_without_oracle(tmp_path):
+    store = Store(tmp_path / "h.db")
+    for seed, a in enumerate([0.7, 0.72, 0.74]):
+        _record(store, "source_only", seed, a)
+        _record(store, "dann", seed, a + 0.1)
+    s = summarise(load(store.path))
+    assert s["gap_closed"].isna().all()
+    text = terminal_table(store.path)
+    assert "dann" in text and "0.820" in text
+
+
+def test_sorted_by_auroc_and_marked(store_path):
+    s = summarise(load(store_path, "lens-finding", "smoke"))
+    assert list(s["method"]) == ["oracle", "target_labelled", "dann", "mcc", "source_only"]
+    text = terminal_table(store_path, task="lens-finding", preset="smoke")
+    assert "oracle †" in text and "target_labelled ‡" in text
+    assert "not an unsupervised result" in text
+    assert "0.810 [0.780, 0.840]" in text
+    assert "2 seeds (1 failed)" in text
+
+
+def test_rerun_replaces_older_result(tmp_path):
+    store = Store(tmp_path / "h.db")
+    run = RunRecord(task="lens-finding", method="dann", seed=0, preset="smoke", fingerprint="fp", config={},
+                    code_version="t", device="cpu", run_key="k", id="old", time="2024-01-01T00:00:00")
+    store.record(run, [Metric("hard_test", "auroc", 0.6)])
+    run.id, run.time = "new", "2024-01-02T00:00:00"
+    store.record(run, [Metric("hard_test", "auroc", 0.8)])
+    s = summarise(load(store.path))
+    assert s.loc[0, HEADLINE] == pytest.approx(0.8) and s.loc[0, "n_seeds"] == 1
+
+
+def test_method_with_only_failed_runs(tmp_path):
+    store = Store(tmp_path / "h.db")
+    _record(store, "source_only", 0, 0.7)
+    _record(store, "cdan", 0, None, status="failed")
+    _record(store, "cdan", 1, None, status="failed")
+    s = summarise(load(store.path)).set_index("method")
+    assert s.loc["cdan", "seeds"] == "0 seeds (2 failed)" and np.isnan(s.loc["cdan", HEADLINE])
+    assert list(s.index) == ["source_only", "cdan"]  # no AUROC sorts last
+    out = build_report(store.path, tmp_path / "r", log=lambda _: None)
+    page = (out / "index.html").read_text()
+    assert "Failed runs" in page and "RuntimeError: boom" in page
+
+
+def test_roc_grid_is_a_step_function():
+    pred = pd.DataFrame({"split": "hard_test", "label": [0, 0, 0, 0, 1, 1],
+                         "score": [0.1, 0.2, 0.3, 0.9, 0.8, 0.95]})
+    tpr, negatives = roc_on_grid(pred)
+    assert negatives == 4
+    # one positive above every negative; the second only after the 0.9 negative (FPR 0.25)
+    assert tpr[FPR_GRID < 0.25].max() == pytest.approx(0.5)
+    assert tpr[FPR_GRID >= 0.25].min() == pytest.approx(1.0)
+    assert roc_on_grid(pred.assign(split="easy_val")) is None
+
+
+def test_rgb_stretch_range():
+    img = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
+    out = rgb(img)
+    assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
+    assert rgb(np.zeros((1, 8, 8))).shape == (8, 8, 3)
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_report_files(report):
+    names = {p.name for p in report.iterdir()}
+    assert {"index.html", "summary.md", "results.csv"} <= names
+    for kind in ("roc", "auroc", "gap", "embedding", "extremes"):
+        assert f"lens-finding-smoke-{kind}.png" in names
+    assert "lens-finding-demo-shift.png" in names
+    assert "substructure-smoke-roc.png" in names
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # temp folder renamed away
+
+
+def test_results_csv(report):
+    df = pd.read_csv(report / "results.csv")
+    for col in ("task", "preset", "shift", "method", "n_seeds", "n_failed", "interval", "seconds_mean",
+                "gap_closed", HEADLINE, f"{HEADLINE}.low", f"{HEADLINE}.high", "hard_test.tpr0",
+                "hard_test.tpr10", "easy_val.auroc", "hard_test.auroc_sel_validator",
+                "hard_test.auroc_sel_labelled", "hard_pool.im"):
+        assert col in df.columns, col
+    smoke = df[(df["task"] == "lens-finding") & (df["preset"] == "smoke")].set_index("method")
+    assert len(smoke) == len(SMOKE)
+    assert smoke.loc["source_only", HEADLINE] == pytest.approx(0.72)
+    assert smoke.loc["dann", "gap_closed"] == pytest.approx(0.45)
+    assert len(df) == len(SMOKE) + 3 * 3 + 3
+
+
+def test_summary_md_is_markdown_table(report):
+    md = (report / "summary.md").read_text()
+    tables = re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.MULTILINE)
+    assert len(tables) == 6  # demo × 3 shifts, smoke, substructure (+ its per-class table)
+    for t in tables:
+        rows = t.strip("\n").split("\n")
+        assert re.fullmatch(r"\|( --- \|)+", rows[1])
+        ncol = rows[0].count(" | ") + 1
+        for row in rows:
+            cells = re.split(r"(?<!\\)\|", row)[1:-1]
+            assert len(cells) == ncol, row
+    assert "### lens-finding · smoke" in md
+    assert "### lens-finding · demo · shift 0.5" in md
+    assert "not an unsupervised result" in md
+    assert "Per-class one-vs-rest AUROC" in md
+    assert "| Method | macro | cdm | no_sub |" in md and "| oracle † | 0.900 | 0.850 | 0.950 |" in md
+
+
+def test_missing_run_files_are_noted(tmp_path):
+    path = make_store(tmp_path, files=False)
+    out = build_report(path, tmp_path / "r", task="lens-finding", log=lambda _: None)
+    page = (out / "index.html").read_text()
+    assert "no run in this group has usable hard-test predictions" in page
+    assert "no run in this group has a usable extremes.npz" in page
+    assert "lens-finding-smoke-auroc.png" in page
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_empty_store(tmp_path):
+    store = Store(tmp_path / "h.db")
+    with pytest.raises(BadInput, match="holds no finished runs"):
+        build_report(store.path, tmp_path / "out")
+    _record(store, "dann", 0, None, status="failed")
+    with pytest.raises(BadInput, match="holds no finished runs"):
+        terminal_table(store.path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_task_and_preset(store_path, tmp_path):
+    with pytest.raises(BadInput, match=r"no runs for task 'x' \(store has: lens-finding, substructure\)"):
+        build_report(store_path, tmp_path / "out", task="x")
+    with pytest.raises(BadInput, match="no runs for preset 'full'"):
+        terminal_table(store_path, preset="full")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_store(tmp_path):
+    with pytest.raises(BadInput, match="no such results store"):
+        build_report(tmp_path / "nope.db", tmp_path / "out")
+    (tmp_path / "junk.db").write_text("not sqlite")
+    with pytest.raises(BadInput):
+        terminal_table(tmp_path / "junk.db")
+
+
+# ------------------------------------------------------------------ HTML
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.src: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.src.append(a["src"])
+        if tag in ("script", "link") or (a.get("src") or a.get("href") or "").startswith("http"):
+            self.external.append(tag)
+
+
+def test_html_self_contained(report):
+    p = _Images()
+    p.feed((report / "index.html").read_text())
+    assert p.src and not p.external
+    for src in p.src:
+        assert (report / src).is_file(), src
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None and shutil.which("apt-get"):
+        try:
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, capture_output=True, timeout=300,
+                           env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("headless Chromium not available (no /usr/bin/chromium and apt-get install failed)")
+    return exe
+
+
+def test_html_renders_in_chromium(report, chromium, tmp_path):
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (report / "index.html").resolve().as_uri()]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    assert '<table class="results">' in dom
+    assert "dann" in dom and "oracle †" in dom and "2 seeds (1 failed)" in dom
+    assert dom.count("<img") >= 6
