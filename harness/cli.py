@@ -56,12 +56,19 @@ def _hp(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (exit 2) instead of a usage dump."""
 
-    data = sub.add_parser("data", help="generate, import or look at image sets").add_subparsers(dest="data_cmd",
-                                                                                                  required=True)
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="generate, import or look at image sets").add_subparsers(
+        dest="data_cmd", required=True, parser_class=_Parser)
     g = data.add_parser("generate", help="simulate an image set from a dataset card")
     g.add_argument("--card", required=True, help="easy | hard | path to a card .yaml")
     g.add_argument("--n", type=_positive_int, default=1000, help="number of images (default 1000)")
@@ -177,10 +184,11 @@ def _options(a: argparse.Namespace):
         preset = preset.replace("source", backbone=a.backbone)
     if a.no_catalog:
         preset = preset.replace("source", use_catalog=False)
+    device = resolve_device(a.device)
     if a.store == DEFAULT_STORE:
         a.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(a.store)
-    return Options(preset=preset, store=store, device=resolve_device(a.device), precision=a.precision,
+    return Options(preset=preset, store=store, device=device, precision=a.precision,
                    datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp),
                    log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)))
 
@@ -202,14 +210,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from harness.pipeline import run
 
     methods = _methods_arg(a.method)
-    opts = _options(a)
-    skip = getattr(a, "resume", False)
-    if getattr(a, "backend", "local") == "ray":
-        from harness.sweep import run_ray
+    created = [p for p in (a.store.parent, a.store) if not p.exists()]
+    try:
+        opts = _options(a)
+        skip = getattr(a, "resume", False)
+        if getattr(a, "backend", "local") == "ray":
+            from harness.sweep import run_ray
 
-        ids = run_ray(methods, a.seeds, opts, skip_done=skip)
-    else:
-        ids = run(methods, a.seeds, opts, skip_done=skip)
+            ids = run_ray(methods, a.seeds, opts, skip_done=skip)
+        else:
+            ids = run(methods, a.seeds, opts, skip_done=skip)
+    except BadInput:
+        _remove_created(created)
+        raise
     runs = opts.store.runs()
     failed = runs[runs["id"].isin(ids) & (runs["status"] == "failed")]
     try:
@@ -223,6 +236,26 @@ def _cmd_run(a: argparse.Namespace) -> int:
                                                          for r in failed.itertuples()), file=sys.stderr)
         return 1
     return 0
+
+
+def _remove_created(paths: list[Path]) -> None:
+    """Bad input writes nothing: drop a store (and its folder) that this command created, if still empty."""
+    import sqlite3
+
+    for p in reversed(paths):
+        if p.is_file():
+            try:
+                with sqlite3.connect(p) as con:
+                    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                        return  # results were recorded before the bad input surfaced: keep them
+            except sqlite3.DatabaseError:
+                pass
+        if p.is_dir():
+            if not any(p.iterdir()):
+                p.rmdir()
+        else:
+            for q in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
+                q.unlink(missing_ok=True)
 
 
 def _cmd_report(a: argparse.Namespace) -> int:

@@ -1,0 +1,108 @@
+"""Unit tests: metrics from scores, the SQLite store, backbones, the leak guard."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from harness.data.errors import BadInput
+from harness.data.features import feature_matrix, observable_columns
+from harness.metrics import auroc_ci, tpr_at_false_positives, validator_scores
+from harness.models import LensFinder
+from harness.store import Metric, RunRecord, Store
+
+
+def test_auroc_is_computed_on_scores_with_an_interval() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = y * 0.8 + rng.normal(0, 0.6, 400)
+    a, lo, hi = auroc_ci(y, s, n_boot=300)
+    assert a == pytest.approx(roc_auc_score(y, s))
+    assert lo < a < hi and hi - lo < 0.2
+    # thresholding the scores would lose ranking information and change the value
+    assert a != pytest.approx(roc_auc_score(y, s > 0.4))
+
+
+def test_tpr_at_false_positives_by_hand() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.9, 0.5, 0.1, 0.95, 0.8, 0.6, 0.2])
+    assert tpr_at_false_positives(y, s, 0) == pytest.approx(1 / 4)   # only 0.95 beats the top negative
+    assert tpr_at_false_positives(y, s, 1) == pytest.approx(3 / 4)   # beat 0.5
+    assert tpr_at_false_positives(y, s, 2) == pytest.approx(4 / 4)   # beat 0.1
+    assert tpr_at_false_positives(y, s, 10) == 1.0                    # fewer than 11 negatives
+
+
+def test_validators_prefer_confident_diverse_predictions() -> None:
+    confident = torch.tensor([[5.0, -5.0], [-5.0, 5.0]] * 50)
+    unsure = torch.zeros(100, 2)
+    assert validator_scores(confident)["im"] > validator_scores(unsure)["im"]
+
+
+def test_store_writes_one_transaction_and_reads_back(tmp_path: Path) -> None:
+    st = Store(tmp_path / "s.db")
+    rec = RunRecord(task="lens-finding", method="m", seed=0, preset="smoke", fingerprint="f", config={"a": 1},
+                    code_version="x", device="cpu", run_key="k")
+    st.record(rec, [Metric("hard_test", "auroc", 0.8, 0.7, 0.9)])
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert st.done("k") == rec.id
+    # a metric row that violates the primary key aborts the whole run: no half row
+    bad = RunRecord(task="lens-finding", method="m", seed=1, preset="smoke", fingerprint="f", config={},
+                    code_version="x", device="cpu", run_key="k2")
+    with pytest.raises(sqlite3.IntegrityError):
+        st.record(bad, [Metric("hard_test", "auroc", 0.8), Metric("hard_test", "auroc", 0.7)])
+    assert list(st.runs().id) == [rec.id]
+    assert len(st.metrics()) == 1
+
+
+def test_store_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="does not exist"):
+        Store(tmp_path / "missing" / "s.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(BadInput, match="not a readable results store"):
+        Store(junk)
+
+
+def test_equivariant_backbone_is_rot90_invariant() -> None:
+    torch.manual_seed(0)
+    m = LensFinder("equivariant", 3, n_features=0).eval()
+    x = torch.randn(5, 3, 64, 64)
+    c = torch.zeros(5, 0)
+    for k in (1, 2, 3):
+        torch.testing.assert_close(m(x, c), m(torch.rot90(x, k, dims=(-2, -1)), c), atol=1e-5, rtol=1e-4)
+    # a plain CNN is not: the property is the backbone's, not the test's
+    plain = LensFinder("small", 3, n_features=0).eval()
+    assert not torch.allclose(plain(x, c), plain(torch.rot90(x, 1, dims=(-2, -1)), c), atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["small", "resnet18", "equivariant"])
+def test_lens_finder_fuses_catalog_by_attention(backbone: str) -> None:
+    m = LensFinder(backbone, 3, n_features=6).eval()
+    x, c = torch.randn(4, 3, 64, 64), torch.randn(4, 6)
+    assert m(x, c).shape == (4, 2)
+    assert isinstance(m.attn, torch.nn.MultiheadAttention)
+    # the catalog branch really influences the output
+    assert not torch.allclose(m(x, c), m(x, c + 3.0))
+    assert LensFinder(backbone, 3, n_features=6, use_catalog=False)(x, c).shape == (4, 2)
+
+
+def test_leak_guard_refuses_truth_and_separating_columns() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    cat = pd.DataFrame({"id": np.arange(200), "mag_r": rng.normal(20, 1, 200),
+                        "numb_pix_lensed_image": y * rng.integers(50, 500, 200),
+                        "truth_theta_E": y * 1.2})
+    assert "truth_theta_E" not in observable_columns(cat)
+    with pytest.raises(BadInput, match="numb_pix_lensed_image"):
+        feature_matrix(cat, y)
+    with pytest.raises(BadInput, match="truth column"):
+        feature_matrix(cat, y, ["truth_theta_E"])
+    x, cols = feature_matrix(cat, y, ["mag_r"])
+    assert x.shape == (200, 1) and x.dtype == np.float32 and cols == ["mag_r"]
