@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +32,15 @@ from harness.data.errors import BadInput
 from harness.neighbours import knn_search
 
 __all__ = [
-    "AdaptationMethod", "AdaptContext", "Batch", "DomainData", "register", "get_method",
-    "all_methods", "BadInput", "knn_search",
+    "AdaptContext",
+    "AdaptationMethod",
+    "BadInput",
+    "Batch",
+    "DomainData",
+    "all_methods",
+    "get_method",
+    "knn_search",
+    "register",
 ]
 
 

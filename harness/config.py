@@ -67,7 +67,7 @@ class Preset:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, section: str, **changes) -> "Preset":
+    def replace(self, section: str, **changes) -> Preset:
         """A copy with some fields of one section changed (used by CLI flags)."""
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
 

@@ -21,9 +21,9 @@ import shutil
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from harness.data import imageset
 from harness.data.errors import BadInput
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import prepare
-from harness.metrics import binary_report, multiclass_auroc, validator_scores, accuracy, auroc
+from harness.metrics import accuracy, auroc, binary_report, multiclass_auroc, validator_scores
 from harness.models import LensFinder
 from harness.ssl import linear_probe_auroc, train_ssl
 from harness.store import Metric, RunRecord, Store
@@ -129,7 +129,7 @@ def prepare_data(opts: Options) -> Prepared:
             raise BadInput(f"{s.root}: the {name} split needs labels of at least two classes")
     # features: observable columns both domains share, leak-checked on labels the harness may see
     cols = [c for c in observable_columns(easy.catalog) if c in set(observable_columns(hard.catalog))]
-    fe, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols)
+    _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols)
     feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols)
     fe_all, _ = feature_matrix(easy.catalog, easy.labels, cols, check=False)
     fh_all, _ = feature_matrix(hard.catalog, hard.labels, cols, check=False)
@@ -275,14 +275,15 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, p: Prepared, opts: Option
     epoch_len = max(1, len(p.pool) // bs)
     target = ctx.target
     bar, tp = progress(steps, type(method).name, opts.quiet), Throughput()
-    cks, method_t = [], method.train()
+    cks = []
+    method.train()
     for step in range(steps):
         if step % epoch_len == 0:
             method.on_epoch_start(step // epoch_len)
         src, tgt = ctx.source.sample(bs, ctx.generator), target.sample(bs, ctx.generator)
         src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
         with opts.autocast():
-            logs = method_t.update(src, tgt, step)
+            logs = method.update(src, tgt, step)
         bar.update()
         if step % 10 == 0 or step == steps - 1:
             bar.set_postfix({k: f"{v:.3f}" for k, v in list(logs.items())[:3]} |
@@ -297,7 +298,7 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, p: Prepared, opts: Option
 
 
 def _evaluate(method: AdaptationMethod, p: Prepared, opts: Options, seed: int, classes: list[str]
-              ) -> tuple[list[Metric], pd.DataFrame, np.ndarray, np.ndarray]:
+              ) -> tuple[list[Metric], pd.DataFrame, dict[str, np.ndarray]]:
     """All test/val metrics of the method's current weights, plus predictions and embeddings."""
     method.eval()
     bs = opts.preset.adapt.batch_size * 2
@@ -329,7 +330,7 @@ def _evaluate(method: AdaptationMethod, p: Prepared, opts: Options, seed: int, c
     emb = {"features": torch.cat([fe, ft]).cpu().numpy().astype(np.float32),
            "domain": np.r_[np.zeros(k, int), np.ones(k, int)],
            "label": np.r_[p.easy.labels[p.easy.split("val")][:k], p.hard.labels[p.hard.split("test")][:k]]}
-    return out, pd.concat(preds, ignore_index=True), emb, None
+    return out, pd.concat(preds, ignore_index=True), emb
 
 
 def _test_auroc(method: AdaptationMethod, state: dict, p: Prepared, opts: Options) -> float:
@@ -353,7 +354,7 @@ def _extremes(preds: pd.DataFrame, hard: imageset.ImageSet, k: int = 8) -> dict:
 
 def code_version() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
                              cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -396,7 +397,7 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         method.setup(ctx)
         method.to(opts.device)
         cks = adapt(method, ctx, p, opts)
-        metrics, preds, emb, _ = _evaluate(method, p, opts, seed, classes)  # final weights
+        metrics, preds, emb = _evaluate(method, p, opts, seed, classes)  # final weights
         final = {k: v.clone() for k, v in method.state_dict().items()}
         sel = opts.preset.adapt.selector
         best_v = max(cks, key=lambda c: c.validator[sel])
@@ -430,8 +431,8 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         try:
             opts.store.record(rec, [])
-        except Exception:  # noqa: BLE001 - never mask the original error
-            pass
+        except Exception as store_error:  # noqa: BLE001 - never mask the original error
+            opts.log(f"{name} seed {seed}: could not record the failure ({store_error})")
         if not isinstance(e, Exception):
             raise
         opts.log(f"{name} seed {seed}: FAILED ({rec.error})")

@@ -9,7 +9,7 @@ contrastive loss. Its quality is reported as a linear-probe AUROC on the easy va
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from harness.config import SSLConfig
 from harness.data.errors import BadInput
 from harness.metrics import auroc
 from harness.models import make_backbone
-from harness.training import Augment, cosine_lr, make_optimizer, progress, Throughput
+from harness.training import Augment, Throughput, cosine_lr, make_optimizer, progress
 
 
 class SimCLR(nn.Module):

@@ -1,5 +1,7 @@
 """oracle: fine-tune on the whole hard pool WITH its labels. An upper bound, never a result."""
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 
 from harness.api import AdaptationMethod, AdaptContext, Batch, register
@@ -12,7 +14,7 @@ class Oracle(AdaptationMethod):
     name = "oracle"
     uses_target_labels = True
     oracle = True
-    hparams = {"lr": 5e-4, "weight_decay": 1e-4}
+    hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
 
     def setup(self, ctx: AdaptContext) -> None:
         self.model = ctx.model

@@ -1,5 +1,7 @@
 """target_labelled: fine-tune the source model on the 20% labelled hard split only."""
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 
 from harness.api import AdaptationMethod, AdaptContext, Batch, register
@@ -11,7 +13,7 @@ class TargetLabelled(AdaptationMethod):
 
     name = "target_labelled"
     uses_target_labels = True
-    hparams = {"lr": 5e-4, "weight_decay": 1e-4}
+    hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
 
     def setup(self, ctx: AdaptContext) -> None:
         self.model = ctx.model

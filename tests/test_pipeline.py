@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import smoke_args
+
 from harness.cli import main
 from harness.data import imageset
 from harness.store import Store
@@ -94,3 +94,20 @@ def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp
     assert list(runs.status) == ["failed"] and runs.error.iloc[0]
     assert Store(db).metrics().empty
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bf16_and_fp32_training_agree_within_noise(smoke_root: Path, tmp_path: Path) -> None:
+    """bf16 autocast must not change what is learned beyond bootstrap noise."""
+    res = {}
+    for prec in ("fp32", "bf16"):
+        db = tmp_path / f"{prec}.db"
+        assert main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(db), "--datasets-dir",
+                     str(smoke_root / "ds"), "--device", "cpu", "--quiet", "--precision", prec]) == 0
+        run = Store(db).runs().iloc[-1]
+        assert run.config and f'"precision": "{prec}"' in run.config
+        res[prec] = _metrics(db, run.id)
+    for split in ("easy_val", "hard_test"):
+        a32, lo32, hi32 = res["fp32"][(split, "auroc")]
+        a16, lo16, hi16 = res["bf16"][(split, "auroc")]
+        noise = max(hi32 - lo32, hi16 - lo16) / 2
+        assert abs(a32 - a16) <= noise, (split, a32, a16, noise)

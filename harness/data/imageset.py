@@ -18,10 +18,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,7 @@ def save(s: ImageSet, out: Path, card_text: str | None = None, overwrite: bool =
         meta = dict(s.meta)
         meta.setdefault("n", len(s))
         meta["shape"] = list(s.images.shape[1:])
-        meta["splits"] = {k: int(len(v)) for k, v in s.splits.items()}
+        meta["splits"] = {k: len(v) for k, v in s.splits.items()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if card_text is not None:
             (tmp / "card.yaml").write_text(card_text)

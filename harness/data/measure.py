@@ -6,6 +6,8 @@ legitimate model input (subject to the leak guard in `features.py`).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 
@@ -27,7 +29,7 @@ def measure(images: np.ndarray, bands: list[str], pixel_scale: float, zeropoint:
         zp = zeropoint[name] if isinstance(zeropoint, dict) else zeropoint
         flux = x[:, b][:, ap].sum(axis=1)
         out[f"mag_{name}"] = zp - 2.5 * np.log10(np.clip(flux, 1e-3, None))
-    for a, b in zip(bands[:-1], bands[1:]):
+    for a, b in pairwise(bands):
         out[f"colour_{a}{b}"] = out[f"mag_{a}"] - out[f"mag_{b}"]
     ref = x[:, bands.index("r") if "r" in bands else c // 2]
     ref = np.clip(ref, 0, None) * (r <= 4 * aperture_arcsec)

@@ -12,7 +12,7 @@ def _stratified_take(idx: np.ndarray, labels: np.ndarray, frac: float, rng: np.r
     take = []
     for c in np.unique(labels[idx]):
         members = idx[labels[idx] == c]
-        k = int(round(frac * members.size))
+        k = round(frac * members.size)
         take.append(rng.permutation(members)[:k])
     return np.sort(np.concatenate(take)) if take else np.array([], dtype=np.int64)
 

@@ -1,0 +1,31 @@
+"""Sweeps over methods x seeds: locally in-process, or as Ray tasks when Ray is installed.
+
+Each (method, seed) run has a key (hash of method, seed and the whole config); with `--resume`
+a run whose key already finished in the store is skipped, as DomainBed's `done` markers do.
+"""
+
+from __future__ import annotations
+
+from harness.data.errors import BadInput
+from harness.pipeline import Options, prepare_data, run_method
+
+
+def _job(method: str, seed: int, opts: Options, skip_done: bool) -> str:
+    return run_method(method, seed, prepare_data(opts), opts, skip_done=skip_done)
+
+
+def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
+    """One Ray task per (method, seed); each prepares its own device data and writes the shared store."""
+    try:
+        import ray
+    except ImportError:
+        raise BadInput("--backend ray: Ray is not installed (pip install 'ray[default]'), or use --backend local") \
+            from None
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=not opts.quiet)
+    remote = ray.remote(num_cpus=1, num_gpus=1 if opts.device.type == "cuda" else 0)(_job)
+    # the stage caches are shared through the store folder: warm them once before fanning out
+    p = prepare_data(opts)
+    for seed in seeds:
+        run_method(methods[0], seed, p, opts, skip_done=True)
+    return ray.get([remote.remote(m, s, opts, skip_done) for s in seeds for m in methods])
