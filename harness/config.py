@@ -83,7 +83,13 @@ PRESETS: dict[str, Preset] = {
         n_boot=200,
     ),
     # The default: the full comparison on a laptop CPU in minutes.
-    "demo": Preset(name="demo"),
+    "demo": Preset(
+        name="demo",
+        data=DataConfig(n_easy=2000, n_hard=3000),
+        ssl=SSLConfig(steps=100, batch_size=96),
+        source=SourceConfig(steps=400, batch_size=64),
+        adapt=AdaptConfig(steps=250, batch_size=64),
+    ),
     # GPU-sized.
     "full": Preset(
         name="full",

@@ -367,7 +367,7 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
     hp = {**cls.hparams, **opts.hp_overrides.get(name, {})}
     t0 = time.perf_counter()
     d = opts.preset.data
-    shift = float(p.hard.meta.get("shift", 0.0) or 0.0)
+    shift = p.hard.meta.get("shift")  # easy (0) -> hard (1) position of the target card; None if unknown
     config = {"preset": opts.preset.to_dict(), "method": name, "hparams": hp, "precision": opts.precision,
               "data": {"easy": d.easy, "hard": d.hard, "easy_fingerprint": p.easy.fingerprint,
                        "hard_fingerprint": p.hard.fingerprint, "features": p.columns, "shift": shift}}

@@ -87,6 +87,7 @@ class Card:
     data: dict
     text: str
     fingerprint: str
+    shift: float | None = None  # position on the easy (0) -> hard (1) axis, where known
 
     @property
     def bands(self) -> list[str]:
@@ -258,4 +259,8 @@ def load_card(spec: str | Path, cards_dir: Path = CARDS_DIR) -> Card:
     if "shift" in raw:  # copy a self-contained card: the shift recipe as comments, then the resolved numbers
         head = "".join(f"# {line}\n" for line in text.splitlines())
         text = f"# resolved from the shift card {path}:\n{head}" + yaml.safe_dump(data, sort_keys=False)
-    return Card(name=name, data=data, text=text, fingerprint=fingerprint(data))
+    if "shift" in raw:
+        shift = float(raw["shift"])
+    else:
+        shift = {"easy": 0.0, "hard": 1.0}.get(str(spec)) if str(spec) in SHIPPED else None
+    return Card(name=name, data=data, text=text, fingerprint=fingerprint(data), shift=shift)

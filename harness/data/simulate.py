@@ -393,6 +393,7 @@ def generate(card: Card, n: int, seed: int, workers: int = 1, out: Path | None =
     ins = card.data["instrument"]
     meta = {"name": out.name, "kind": "lens-finding", "domain": card.name, "bands": card.bands,
                 "pixel_scale": float(ins["pixel_scale"]), "zeropoint": float(ins["zeropoint"]),
-                "fingerprint": card.fingerprint, "seed": int(seed), "n": int(n), "classes": ["non-lens", "lens"]}
+                "fingerprint": card.fingerprint, "seed": int(seed), "n": int(n), "classes": ["non-lens", "lens"],
+                "shift": card.shift}
     iset = imageset.ImageSet(images=images, catalog=catalog, labels=labels, splits=idx, meta=meta)
     return imageset.save(iset, out, card_text=card.text, overwrite=overwrite)
