@@ -449,11 +449,22 @@ def _device_name(device: torch.device) -> str:
 
 def run(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
     """Run methods x seeds. Returns run ids (failed runs included)."""
-    for m in methods:
-        get_method(m)
+    check_methods(methods, opts)
     p = prepare_data(opts)
     ids = []
     for seed in seeds:
         for m in methods:
             ids.append(run_method(m, seed, p, opts, skip_done=skip_done))
     return ids
+
+
+def check_methods(methods: list[str], opts: Options) -> None:
+    """Unknown methods or hyper-parameter overrides are bad input, caught before any work."""
+    for m in methods:
+        get_method(m)
+    for m, hp in opts.hp_overrides.items():
+        if m not in methods:
+            raise BadInput(f"--hp {m}.…: method '{m}' is not part of this run ({', '.join(methods)})")
+        unknown = sorted(set(hp) - set(get_method(m).hparams))
+        if unknown:
+            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(get_method(m).hparams)})")

@@ -26,6 +26,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     (["data", "generate", "--card", "easy", "--n", "0"], "must be > 0"),
     (["data", "show", "no_such_dir", "--out", "x.png"], "no_such_dir"),
     (["report", "--store", "no_such.db"], "no such results store"),
+    (["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.nope=1"], "unknown hyper-parameter"),
+    (["run", "--method", "dann", "--preset", "smoke", "--hp", "mcc.lr=1"], "not part of this run"),
+    (["run", "--method", "dann", "--preset", "smoke", "--seeds", "a,b"], "--seeds takes"),
 ])
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path: Path, args: list[str], needle: str) -> None:
     r = _run(args, tmp_path)
