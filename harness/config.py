@@ -88,7 +88,7 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(n_easy=2000, n_hard=3000),
         ssl=SSLConfig(steps=100, batch_size=96),
         source=SourceConfig(steps=400, batch_size=64),
-        adapt=AdaptConfig(steps=250, batch_size=64),
+        adapt=AdaptConfig(steps=200, batch_size=48),
     ),
     # GPU-sized.
     "full": Preset(
