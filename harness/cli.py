@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
     g.add_argument("--out", type=Path, help="output folder (default datasets/<card>-<seed>)")
     g.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out holding a different set")
     g.add_argument("--quiet", action="store_true")
 
     i = data.add_parser("import", help="import a real data layout as an image set")
@@ -134,7 +135,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
         card = load_card(a.card)
         out = generate(card, n=a.n, seed=a.seed, workers=a.workers, out=a.out, progress=not a.quiet,
-                       datasets_dir=a.datasets_dir)
+                       datasets_dir=a.datasets_dir, overwrite=a.overwrite)
         from harness.data import imageset
 
         s = imageset.load(out)

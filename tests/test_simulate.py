@@ -77,8 +77,12 @@ def test_generate_writes_set_with_hard_splits(hard, tmp_path):
     assert s.meta["fingerprint"] == hard.fingerprint and s.meta["domain"] == "hard"
     assert s.meta["classes"] == ["non-lens", "lens"] and s.meta["seed"] == 0
     assert (out / "card.yaml").read_text() == hard.text
+    before = (out / "images.npy").read_bytes()
+    generate(hard, 50, seed=0, out=out, progress=False)  # the same set again: regenerated, same bytes
+    assert (out / "images.npy").read_bytes() == before
     with pytest.raises(BadInput, match="already exists"):
-        generate(hard, 50, seed=0, out=out, progress=False)
+        generate(hard, 50, seed=1, out=out, progress=False)  # a different set never replaces it silently
+    assert (out / "images.npy").read_bytes() == before
 
 
 def test_generate_easy_train_val_and_default_out(easy, tmp_path):

@@ -8,6 +8,7 @@ zeropoint); noise is drawn in electrons from the card's sky, exposure and read n
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -366,10 +367,20 @@ def simulate_arrays(card: Card, n: int, seed: int, workers: int = 1,
     return images, catalog, labels
 
 
+def _same_set(out: Path, card: Card, n: int, seed: int) -> bool:
+    """True when `out` already holds the set this (card, n, seed) generates."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("fingerprint") == card.fingerprint and meta.get("n") == n and meta.get("seed") == seed
+
+
 def _check_writable(out: Path, overwrite: bool) -> None:
     """Fail before simulating (which may take minutes) if `out` cannot be written."""
     if out.exists() and not overwrite:
-        raise BadInput(f"{out}: already exists (remove it or choose another --out)")
+        raise BadInput(f"{out}: already exists and holds a different set (remove it, choose another --out, "
+                       "or pass --overwrite)")
     p = out.parent
     while not p.exists() and p != p.parent:
         p = p.parent
@@ -383,6 +394,9 @@ def generate(card: Card, n: int, seed: int, workers: int = 1, out: Path | None =
     if not isinstance(n, (int, np.integer)) or n <= 0:
         raise BadInput(f"--n must be a positive integer, got {n}")
     out = Path(out) if out is not None else Path(datasets_dir) / f"{card.name}-{seed}"
+    # Generation is deterministic per (card, n, seed): re-generating the same set over itself loses
+    # nothing (and re-proves determinism); a different set is never silently replaced.
+    overwrite = overwrite or _same_set(out, card, int(n), int(seed))
     _check_writable(out, overwrite)
     images, catalog, labels = simulate_arrays(card, n, seed, workers=workers, progress=progress)
     sp = card.data["splits"]
