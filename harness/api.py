@@ -21,7 +21,7 @@ import contextlib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -103,7 +103,6 @@ class AdaptContext:
     augment: Callable[[Tensor, str], Tensor] = lambda x, strength="weak": x
     generator: torch.Generator | None = None
     log: Callable[[str], None] = print
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def optimizer(self, params, lr: float | None = None, weight_decay: float | None = None
                   ) -> torch.optim.Optimizer:

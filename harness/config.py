@@ -64,6 +64,14 @@ class Preset:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     n_boot: int = 1000                 # bootstrap resamples for metric intervals
 
+    def __post_init__(self) -> None:
+        for section in ("ssl", "source", "adapt"):
+            cfg = getattr(self, section)
+            if cfg.steps < 1 or cfg.batch_size < 1:
+                raise BadInput(f"preset {self.name}: {section} needs steps >= 1 and batch_size >= 1")
+        if self.adapt.checkpoints < 1:
+            raise BadInput(f"preset {self.name}: adapt.checkpoints must be >= 1")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

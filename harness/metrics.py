@@ -41,6 +41,8 @@ def auroc_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOT, seed:
         y = labels[i]
         if y.min() != y.max():
             stats.append(roc_auc_score(y, scores[i]))
+    if not stats:  # every resample had a single class: no interval
+        return point, float("nan"), float("nan")
     a = (1 - level) / 2
     lo, hi = np.quantile(stats, [a, 1 - a])
     return point, float(lo), float(hi)

@@ -15,6 +15,7 @@ Honesty rules enforced here:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -77,9 +78,31 @@ class Prepared:
     labelled: DomainData        # hard 20% labelled split
     test: DomainData            # hard test split, NO labels
 
+    image_size: int = 64
+
     @property
     def fingerprint(self) -> str:
-        return stable_hash(self.easy.fingerprint, self.hard.fingerprint, self.columns)
+        """Identity of everything a stage sees: both sets (content, size, seed, split indices), features."""
+        def ident(s: imageset.ImageSet) -> tuple:
+            splits = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
+                      for k, v in sorted(s.splits.items())}
+            return s.fingerprint, len(s), s.meta.get("seed"), splits
+        return stable_hash(ident(self.easy), ident(self.hard), self.columns, self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        """From the sets' declared classes, never from the labels of the hard test split."""
+        ce, ch = self.easy.meta.get("classes"), self.hard.meta.get("classes")
+        if ce and ch:
+            if list(ce) != list(ch):
+                raise BadInput(f"easy classes {list(ce)} differ from hard classes {list(ch)}")
+            return len(ce)
+        seen = np.r_[self.easy.labels[self.easy.split("train")], self.hard.labels[self.hard.split("labelled")]]
+        return int(seen.max()) + 1
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.hard.meta.get("classes") or [str(k) for k in range(self.num_classes)])
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -144,6 +167,7 @@ def prepare_data(opts: Options) -> Prepared:
         pool_labels=torch.from_numpy(hard.labels[pool]).to(dev),
         labelled=_device_data(hard, lab, xh, fh_all, dev, True, "hard/labelled"),
         test=_device_data(hard, test, xh, fh_all, dev, False, "hard/test"),
+        image_size=size,
     )
 
 
@@ -177,7 +201,7 @@ def _seed_all(seed: int, device: torch.device) -> torch.Generator:
 def stage_ssl(p: Prepared, seed: int, opts: Options) -> tuple[str, dict]:
     """SimCLR encoder on easy train + hard pool; cached. Returns (key, state with probe AUROC)."""
     cfg, src = opts.preset.ssl, opts.preset.source
-    key = stable_hash("ssl", p.fingerprint, opts.preset.data, cfg, src.backbone, seed, opts.precision)
+    key = stable_hash("ssl", p.fingerprint, cfg, src.backbone, seed, opts.precision)
     path = _cache_dir(opts, "ssl", key)
     if (path / "state.pt").is_file():
         opts.log(f"ssl: reusing cached encoder {path.name}")
@@ -216,7 +240,7 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, opts: Op
     cfg = opts.preset.source
     key = stable_hash("source", p.fingerprint, ssl_key if cfg.init == "ssl" else "scratch", cfg, seed, opts.precision)
     path = _cache_dir(opts, "source", key)
-    num_classes = int(max(p.easy.labels.max(), p.hard.labels.max())) + 1
+    num_classes = p.num_classes
     if (path / "state.pt").is_file():
         opts.log(f"source: reusing cached lens finder {path.name}")
         m = new_finder(p, opts, num_classes)
@@ -382,8 +406,8 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
     try:
         ssl_key, ssl_state = stage_ssl(p, seed, opts)
         _, source = stage_source(p, seed, ssl_key, ssl_state, opts)
-        num_classes = source.num_classes
-        classes = list(p.hard.meta.get("classes", [str(i) for i in range(num_classes)]))
+        t0 = time.perf_counter()  # a run's seconds: adaptation + evaluation; shared stages are logged apart
+        num_classes, classes = p.num_classes, p.classes
         g = _seed_all(seed, opts.device)
         start = copy.deepcopy(source) if cls.start == "source" else ssl_finder(p, ssl_state, opts, num_classes)
         ctx = AdaptContext(
@@ -417,8 +441,13 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         (tmp / "checkpoints.json").write_text(json.dumps(
             [{"step": c.step, **c.validator, "labelled_auroc": c.labelled_auroc} for c in cks], indent=1))
         rec.seconds = time.perf_counter() - t0
-        opts.store.record(rec, metrics)
-        os.replace(tmp, opts.store.run_dir(rec.id))
+        final_dir = opts.store.run_dir(rec.id)
+        os.replace(tmp, final_dir)  # the folder first: a row never points at a missing folder
+        try:
+            opts.store.record(rec, metrics)
+        except BaseException:
+            shutil.rmtree(final_dir, ignore_errors=True)
+            raise
         a = next(m for m in metrics if m.split == "hard_test" and m.name in ("auroc", "auroc_macro"))
         opts.log(f"{name} seed {seed}: hard-test AUROC {a.value:.3f}"
                  + (f" [{a.low:.3f}, {a.high:.3f}]" if a.low is not None else "") + f" ({rec.seconds:.0f}s)")
@@ -465,6 +494,12 @@ def check_methods(methods: list[str], opts: Options) -> None:
     for m, hp in opts.hp_overrides.items():
         if m not in methods:
             raise BadInput(f"--hp {m}.…: method '{m}' is not part of this run ({', '.join(methods)})")
-        unknown = sorted(set(hp) - set(get_method(m).hparams))
+        defaults = get_method(m).hparams
+        unknown = sorted(set(hp) - set(defaults))
         if unknown:
-            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(get_method(m).hparams)})")
+            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(defaults)})")
+        for k, v in hp.items():
+            want = type(defaults[k])
+            ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
+            if not ok or (isinstance(v, float) and not np.isfinite(v)):
+                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} (default {defaults[k]!r})")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.data.errors import BadInput
+from harness.data.imageset import atomic_dir  # noqa: F401 - re-exported for harness.report's atomic writes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -7,7 +7,7 @@ a run whose key already finished in the store is skipped, as DomainBed's `done` 
 from __future__ import annotations
 
 from harness.data.errors import BadInput
-from harness.pipeline import Options, check_methods, prepare_data, run_method
+from harness.pipeline import Options, check_methods, prepare_data, run_method, stage_source, stage_ssl
 
 
 def _job(method: str, seed: int, opts: Options, skip_done: bool) -> str:
@@ -28,5 +28,6 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     # the stage caches are shared through the store folder: warm them once before fanning out
     p = prepare_data(opts)
     for seed in seeds:
-        run_method(methods[0], seed, p, opts, skip_done=True)
+        ssl_key, ssl_state = stage_ssl(p, seed, opts)
+        stage_source(p, seed, ssl_key, ssl_state, opts)
     return ray.get([remote.remote(m, s, opts, skip_done) for s in seeds for m in methods])

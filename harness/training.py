@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -139,10 +139,6 @@ class Throughput:
         return self.n / max(1e-9, time.perf_counter() - self.t0)
 
 
-def to_channels_last(model: nn.Module) -> nn.Module:
-    return model.to(memory_format=torch.channels_last)
-
-
 def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size: int, lr: float,
                      weight_decay: float, device: torch.device, autocast: Callable, augment: Augment,
                      generator: torch.Generator, desc: str = "source", quiet: bool = False) -> nn.Module:
@@ -176,7 +172,3 @@ def infer(fn: Callable[[Batch], Tensor], data: DomainData, batch_size: int, auto
         with autocast():
             outs.append(fn(b).float())
     return torch.cat(outs)
-
-
-def batches(data: DomainData, batch_size: int) -> Iterator[Batch]:
-    return data.iterate(batch_size)

@@ -84,11 +84,7 @@ class ContrastiveKNN(AdaptationMethod):
                                                          "amax", include_self=False)
             self.bank_feat[rows] = f.detach()[last]
             self.bank_prob[rows] = p.detach()[last]
-            k = min(int(self.hp["k"]), len(self.bank_feat) - 1)
-            scores, idx = knn_search(f.detach(), self.bank_feat, k + 1, self.hp["knn_backend"])
-            scores = scores.masked_fill(idx == tgt.index[:, None], float("-inf"))  # drop self
-            idx = idx.gather(1, scores.topk(k, dim=1).indices)
-            neigh = self.bank_prob[idx]                                    # (B, k, K)
+            neigh = self.bank_prob[self.target_neighbours(f.detach(), tgt.index)]   # (B, k, K)
         attract = -(p[:, None, :] * neigh).sum(-1).mean()
         off_diag = 1.0 - torch.eye(len(tgt), device=p.device)
         disperse = ((p @ p.T) * off_diag).sum() / off_diag.sum().clamp_min(1.0)
@@ -101,6 +97,13 @@ class ContrastiveKNN(AdaptationMethod):
         vals = torch.stack([loss.detach(), cls.detach(), attract.detach(), disperse.detach(),
                             nce.detach()]).tolist()
         return dict(zip(("loss", "cls", "attract", "disperse", "nce"), vals))
+
+    def target_neighbours(self, f: Tensor, index: Tensor) -> Tensor:
+        """Bank rows of each sample's k nearest target neighbours, itself excluded. (B, k)"""
+        k = min(int(self.hp["k"]), len(self.bank_feat) - 1)
+        scores, idx = knn_search(f, self.bank_feat, k + 1, self.hp["knn_backend"])
+        scores = scores.masked_fill(idx == index[:, None], float("-inf"))
+        return idx.gather(1, scores.topk(k, dim=1).indices)
 
     def cross_domain_nce(self, f: Tensor, pseudo: Tensor) -> Tensor:
         """InfoNCE over the source bank; positives: same-class rows among the k_src nearest."""

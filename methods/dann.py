@@ -82,4 +82,4 @@ class DANN(AdaptationMethod):
         loss.backward()
         self.opt.step()
         return scalars(loss=loss, cls=cls, domain=dom, domain_acc=dom_acc,
-                       grl_lambda=torch.tensor(lam))
+                       grl_lambda=torch.tensor(lam, device=loss.device))

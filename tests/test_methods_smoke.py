@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import smoke_args
+
 from harness import api
 from harness.cli import main
 from harness.store import Store

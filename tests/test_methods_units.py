@@ -165,6 +165,10 @@ def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
     torch.testing.assert_close(method.bank_feat.norm(dim=1), torch.ones(40))
     torch.testing.assert_close(method.bank_prob.sum(1), torch.ones(40))
     assert method.src_feat.shape[0] == min(64, method.hp["source_bank"])
+    rows = torch.arange(40)
+    neigh = method.target_neighbours(method.bank_feat, rows)   # each bank row queried against the bank
+    assert neigh.shape == (40, method.hp["k"])
+    assert not (neigh == rows[:, None]).any()                  # nobody is its own neighbour
 
 
 @pytest.mark.parametrize("name", METHODS)

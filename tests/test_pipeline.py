@@ -59,7 +59,8 @@ def _copy_with_shuffled_test_labels(src: Path, dst: Path, seed: int) -> None:
     np.save(dst / "labels.npy", labels)
 
 
-def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["dann", "pseudo_label_semi"])
+def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tmp_path: Path, method: str) -> None:
     """Training and checkpoint selection are identical when every hard-test label is flipped."""
     hard = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("hard-"))
     easy = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("easy-"))
@@ -72,7 +73,7 @@ def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tm
             _copy_with_shuffled_test_labels(hard, hdir, 0)
         (tmp_path / tag).mkdir()
         db = tmp_path / tag / "s.db"
-        assert main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db), "--device",
+        assert main(["run", "--method", method, "--preset", "smoke", "--store", str(db), "--device",
                      "cpu", "--easy", str(easy), "--hard", str(hdir), "--quiet", "--precision", "fp32"]) == 0
         run = Store(db).runs().iloc[-1]
         m = _metrics(db, run.id)
@@ -84,16 +85,23 @@ def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tm
         assert torch.equal(v, steps["flipped_model"][k]), k
 
 
-def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp_path: Path) -> None:
+def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the run folder was started leaves a 'failed' row, no metrics, no folder."""
+    from harness import pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full while writing extremes")
+
+    monkeypatch.setattr(pipeline, "_extremes", boom)
     db = tmp_path / "f.db"
-    # a NaN learning rate is refused by the optimiser inside the method: the run fails mid-way
     rc = main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db), "--datasets-dir",
-               str(smoke_root / "ds"), "--device", "cpu", "--quiet", "--hp", "target_labelled.lr=nan"])
+               str(smoke_root / "ds"), "--device", "cpu", "--quiet"])
     runs = Store(db).runs()
     assert rc == 1
-    assert list(runs.status) == ["failed"] and runs.error.iloc[0]
+    assert list(runs.status) == ["failed"] and "disk full" in runs.error.iloc[0]
     assert Store(db).metrics().empty
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != "cache"] == []
 
 
 def test_bf16_and_fp32_training_agree_within_noise(smoke_root: Path, tmp_path: Path) -> None:
