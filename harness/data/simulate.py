@@ -349,7 +349,7 @@ def simulate_arrays(card: Card, n: int, seed: int, workers: int = 1,
         else:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
             pool = ctx.Pool(workers, initializer=_init, initargs=(data,))
-            results = pool.imap(_chunk, tasks)
+            results = pool.imap_unordered(_chunk, tasks)  # placed by `start`: order is irrelevant
         for start, arr, cat in results:
             images[start:start + len(arr)] = arr
             cats[start // CHUNK] = cat
