@@ -41,7 +41,15 @@ from harness.metrics import accuracy, auroc, binary_report, multiclass_auroc, va
 from harness.models import LensFinder
 from harness.ssl import linear_probe_auroc, train_ssl
 from harness.store import Metric, RunRecord, Store
-from harness.training import Augment, autocast_factory, infer, resolve_precision, train_classifier
+from harness.training import (
+    Augment,
+    Throughput,
+    autocast_factory,
+    infer,
+    progress,
+    resolve_precision,
+    train_classifier,
+)
 
 TASK = "lens-finding"
 
@@ -289,8 +297,6 @@ def _checkpoint(method: AdaptationMethod, p: Prepared, step: int, opts: Options)
 
 def adapt(method: AdaptationMethod, ctx: AdaptContext, p: Prepared, opts: Options) -> list[Checkpoint]:
     """The harness-owned loop: sampling, weak augmentation, AMP, progress, checkpoints."""
-    from harness.training import Throughput, progress
-
     cfg = opts.preset.adapt
     if not type(method).train_model:
         return [_checkpoint(method, p, 0, opts)]
