@@ -158,8 +158,11 @@ def prepare_data(opts: Options) -> Prepared:
     for name, s, idx in (("easy train", easy, tr), ("hard labelled", hard, lab)):
         if (s.labels[idx] < 0).any() or np.unique(s.labels[idx]).size < 2:
             raise BadInput(f"{s.root}: the {name} split needs labels of at least two classes")
-    # features: observable columns both domains share, leak-checked on labels the harness may see
+    # features: observable columns both domains share, leak-checked on labels the harness may see;
+    # none at all for an image-only model (--no-catalog), so a leaky catalog cannot block it
     cols = [c for c in observable_columns(easy.catalog) if c in set(observable_columns(hard.catalog))]
+    if not opts.preset.source.use_catalog:
+        cols = []
     _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols)
     feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols)
     fe_all, _ = feature_matrix(easy.catalog, easy.labels, cols, check=False)

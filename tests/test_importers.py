@@ -292,3 +292,18 @@ def test_hst_nothing_usable(tmp_path):
     with pytest.raises(BadInput, match="no readable"):
         run("hst-npy", src, tmp_path)
     assert nothing_written(tmp_path)
+
+
+def test_imported_leaky_column_blocks_catalog_runs_but_not_image_only(tmp_path: Path) -> None:
+    """End to end: the leak guard refuses the imported set's leaky column (exit 2, nothing written);
+    an image-only run (--no-catalog) on the same set is not blocked by it."""
+    from harness.cli import main
+
+    raw = make_bologna(tmp_path / "raw")
+    ds = tmp_path / "ds"
+    import_dataset("bologna", raw, "bolo", datasets_dir=ds, progress=False, log=lambda m: None)
+    args = ["run", "--method", "source_only", "--preset", "smoke", "--easy", str(ds / "bolo" / "easy"),
+            "--hard", str(ds / "bolo" / "hard"), "--quiet", "--device", "cpu"]
+    assert main([*args, "--store", str(tmp_path / "a.db")]) == 2
+    assert not (tmp_path / "a.db").exists()
+    assert main([*args, "--store", str(tmp_path / "b.db"), "--no-catalog"]) == 0
