@@ -74,6 +74,13 @@ def multiclass_auroc(labels: np.ndarray, probs: np.ndarray, classes: list[str]) 
     return out
 
 
+def score_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """One AUROC for selection and summaries: binary from (N,) scores, macro one-vs-rest from (N, K)."""
+    if np.ndim(scores) == 1:
+        return auroc(labels, scores)
+    return multiclass_auroc(labels, scores, [str(k) for k in range(scores.shape[1])])["auroc_macro"]
+
+
 def binary_report(labels: np.ndarray, scores: np.ndarray, seed: int = 0, n_boot: int = N_BOOT
                   ) -> dict[str, tuple[float, float | None, float | None]]:
     """Every binary metric as name -> (value, low, high)."""

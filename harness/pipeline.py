@@ -37,7 +37,7 @@ from harness.data import imageset
 from harness.data.errors import BadInput
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import prepare
-from harness.metrics import accuracy, auroc, binary_report, multiclass_auroc, validator_scores
+from harness.metrics import accuracy, binary_report, multiclass_auroc, score_auroc, validator_scores
 from harness.models import LensFinder
 from harness.ssl import linear_probe_auroc, train_ssl
 from harness.store import Metric, RunRecord, Store
@@ -291,8 +291,7 @@ def _checkpoint(method: AdaptationMethod, p: Prepared, step: int, opts: Options)
     pool_logits = infer(method.predict, p.pool, bs, opts.autocast)
     lab_scores = _scores(infer(method.predict, p.labelled, bs, opts.autocast))
     y = p.labelled.labels.cpu().numpy()
-    lab_auc = auroc(y, lab_scores) if np.ndim(lab_scores) == 1 else \
-        multiclass_auroc(y, lab_scores, [str(k) for k in range(lab_scores.shape[1])])["auroc_macro"]
+    lab_auc = score_auroc(y, lab_scores)
     state = {k: v.detach().clone() for k, v in method.state_dict().items()}
     method.train()
     return Checkpoint(step, state, validator_scores(pool_logits), lab_auc)
@@ -371,7 +370,7 @@ def _test_auroc(method: AdaptationMethod, state: dict, p: Prepared, opts: Option
     method.eval()
     sc = _scores(infer(method.predict, p.test, opts.preset.adapt.batch_size * 2, opts.autocast))
     y = p.hard.labels[p.hard.split("test")]
-    return auroc(y, sc) if np.ndim(sc) == 1 else multiclass_auroc(y, sc, [str(i) for i in range(sc.shape[1])])["auroc_macro"]
+    return score_auroc(y, sc)
 
 
 def _extremes(preds: pd.DataFrame, hard: imageset.ImageSet, k: int = 8) -> dict:

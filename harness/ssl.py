@@ -17,11 +17,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from harness.api import DomainData
 from harness.config import SSLConfig
 from harness.data.errors import BadInput
-from harness.metrics import auroc
+from harness.metrics import score_auroc
 from harness.models import make_backbone
-from harness.training import Augment, Throughput, cosine_lr, make_optimizer, progress
+from harness.training import Augment, Throughput, cosine_lr, infer, make_optimizer, progress
 
 
 class SimCLR(nn.Module):
@@ -78,14 +79,11 @@ def train_ssl(images: Tensor, cfg: SSLConfig, backbone: str, device: torch.devic
     return model.backbone.eval()
 
 
-@torch.no_grad()
 def embed(backbone: nn.Module, images: Tensor, autocast: Callable, batch_size: int = 512) -> np.ndarray:
+    """Frozen backbone features of every image (through the harness's batched `infer`)."""
     backbone.eval()
-    out = []
-    for s in range(0, images.shape[0], batch_size):
-        with autocast():
-            out.append(backbone(images[s:s + batch_size]).float().cpu())
-    return torch.cat(out).numpy()
+    data = DomainData(images, images.new_zeros((images.shape[0], 0)))
+    return infer(lambda b: backbone(b.images), data, batch_size, autocast).cpu().numpy()
 
 
 def linear_probe_auroc(backbone: nn.Module, train_x: Tensor, train_y: np.ndarray, val_x: Tensor,
@@ -96,8 +94,4 @@ def linear_probe_auroc(backbone: nn.Module, train_x: Tensor, train_y: np.ndarray
     fva = sc.transform(embed(backbone, val_x, autocast))
     clf = LogisticRegression(max_iter=2000, C=1.0).fit(ftr, train_y)
     probs = clf.predict_proba(fva)
-    score = probs[:, 1] if probs.shape[1] == 2 else probs
-    if probs.shape[1] == 2:
-        return auroc(val_y, score)
-    from harness.metrics import multiclass_auroc
-    return multiclass_auroc(val_y, probs, [str(k) for k in range(probs.shape[1])])["auroc_macro"]
+    return score_auroc(val_y, probs[:, 1] if probs.shape[1] == 2 else probs)
