@@ -60,10 +60,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from harness import pipeline
-from harness.api import get_method
 from harness.config import get_preset
 from harness.metrics import auroc_ci
 from harness.pipeline import Options, Prepared, prepare_data, run_method, stage_source, stage_ssl
+from harness.registry import get_method
 from harness.store import Store
 from harness.training import resolve_device
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from harness.api import DomainData
+from harness.api import DomainData, adamw
 from harness.models import LensFinder
-from harness.training import Augment, autocast_factory, make_optimizer, resolve_device, resolve_precision
+from harness.training import Augment, autocast_factory, resolve_device, resolve_precision
 
 
 class _AugmentedArrays(Dataset):
@@ -52,7 +52,7 @@ def harness_steps(backbone: str, batch: int, steps: int, device: torch.device, p
     x, c, y = data
     torch.manual_seed(0)
     model = LensFinder(backbone, 3, c.shape[1]).to(device).to(memory_format=torch.channels_last)
-    opt = make_optimizer(model.parameters(), device, 1e-3)
+    opt = adamw(model.parameters(), device, 1e-3)
     dd = DomainData(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last),
                     torch.from_numpy(c).to(device), torch.from_numpy(y).to(device))
     g = torch.Generator(device=device).manual_seed(0)

@@ -11,37 +11,36 @@ a method owns only its losses and optimisers (as in DomainBed's `algorithms.py`)
         def setup(self, ctx): ...
         def update(self, src, tgt, step): ...   # returns {"loss": ...}
 
-Methods import only this module. Third-party packages add methods through the
-`harness.methods` entry-point group.
+Methods import only this module (and the leaf `harness.errors`). Discovery lives in
+`harness.registry`; third-party packages add methods through the `harness.methods` entry-point group.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from harness.data.errors import BadInput
 from harness.neighbours import knn_search
 
 __all__ = [
     "AdaptContext",
     "AdaptationMethod",
-    "BadInput",
     "Batch",
     "DomainData",
-    "all_methods",
-    "get_method",
+    "adamw",
     "knn_search",
     "register",
 ]
+
+
+def adamw(params, device: torch.device, lr: float, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """AdamW, with the fused kernel on CUDA: the one optimiser rule of every stage and method."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if device.type == "cuda" else None)
 
 
 @dataclass
@@ -109,8 +108,7 @@ class AdaptContext:
         """AdamW with the fused kernel where the device has one."""
         lr = self.hparams.get("lr", 1e-3) if lr is None else lr
         wd = self.hparams.get("weight_decay", 1e-4) if weight_decay is None else weight_decay
-        fused = self.device.type == "cuda"
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=fused or None)
+        return adamw(params, self.device, lr, wd)
 
 
 class AdaptationMethod(nn.Module):
@@ -125,6 +123,7 @@ class AdaptationMethod(nn.Module):
     start: ClassVar[str] = "source"              # "source": cached easy model; "ssl": SSL-initialised
     hparams: ClassVar[dict[str, Any]] = {}
     train_model: ClassVar[bool] = True           # False: the harness skips update() (e.g. source_only)
+    role: ClassVar[str] = "method"               # method | baseline | control | oracle: how tables mark it
 
     model: nn.Module
 
@@ -152,45 +151,15 @@ class AdaptationMethod(nn.Module):
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
 
-_REGISTRY: dict[str, type[AdaptationMethod]] = {}
-_DISCOVERED = False
+REGISTERED: dict[str, type[AdaptationMethod]] = {}
 
 
 def register(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
-    """Class decorator: make a method available by its `name`."""
+    """Class decorator: make a method available by its `name` (discovery is `harness.registry`'s)."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no `name`")
-    other = _REGISTRY.get(cls.name)
+    other = REGISTERED.get(cls.name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"method name '{cls.name}' registered twice ({other.__module__}, {cls.__module__})")
-    _REGISTRY[cls.name] = cls
+    REGISTERED[cls.name] = cls
     return cls
-
-
-def discover(refresh: bool = False) -> None:
-    """Import every module of the `methods` package and every `harness.methods` entry point."""
-    global _DISCOVERED
-    if _DISCOVERED and not refresh:
-        return
-    import methods as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-    for ep in entry_points(group="harness.methods"):
-        obj = ep.load()
-        if isinstance(obj, type) and issubclass(obj, AdaptationMethod) and obj.name not in _REGISTRY:
-            register(obj)
-    _DISCOVERED = True
-
-
-def all_methods() -> dict[str, type[AdaptationMethod]]:
-    discover()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def get_method(name: str) -> type[AdaptationMethod]:
-    methods = all_methods()
-    if name not in methods:
-        raise BadInput(f"unknown method '{name}' (known: {', '.join(methods)})")
-    return methods[name]

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 DEFAULT_STORE = Path("runs/harness.db")
 
@@ -156,7 +156,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_methods() -> int:
-    from harness.api import all_methods
+    from harness.registry import all_methods
 
     rows = [(n, "yes" + (" (ORACLE)" if c.oracle else "") if c.uses_target_labels else "no", c.doc())
             for n, c in all_methods().items()]
@@ -195,7 +195,7 @@ def _options(a: argparse.Namespace):
 
 
 def _methods_arg(spec: str) -> list[str]:
-    from harness.api import all_methods, get_method
+    from harness.registry import all_methods, get_method
 
     if spec == "all":
         return list(all_methods())

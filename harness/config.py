@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,15 @@ import pandas as pd
 import torch
 
 from harness import __version__
-from harness.api import AdaptationMethod, AdaptContext, DomainData, get_method
+from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
 from harness.data import imageset
-from harness.data.errors import BadInput
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import prepare
+from harness.errors import BadInput
 from harness.metrics import accuracy, binary_report, multiclass_auroc, score_auroc, validator_scores
 from harness.models import LensFinder
+from harness.registry import check_hparams, get_method
 from harness.ssl import linear_probe_auroc, train_ssl
 from harness.store import Metric, RunRecord, Store
 from harness.training import (
@@ -406,7 +407,8 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
     key = stable_hash("run", name, seed, config)
     rec = RunRecord(task=TASK, method=name, seed=seed, preset=opts.preset.name, fingerprint=p.fingerprint,
                     config=config, code_version=code_version(), device=_device_name(opts.device), run_key=key,
-                    start=cls.start, uses_target_labels=cls.uses_target_labels, oracle=cls.oracle)
+                    start=cls.start, uses_target_labels=cls.uses_target_labels, oracle=cls.oracle,
+                    role=cls.role)
     if skip_done and (done := opts.store.done(key)):
         opts.log(f"{name} seed {seed}: already finished as run {done}; skipping")
         return done
@@ -486,28 +488,10 @@ def _device_name(device: torch.device) -> str:
 
 def run(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
     """Run methods x seeds. Returns run ids (failed runs included)."""
-    check_methods(methods, opts)
+    check_hparams(methods, opts.hp_overrides)
     p = prepare_data(opts)
     ids = []
     for seed in seeds:
         for m in methods:
             ids.append(run_method(m, seed, p, opts, skip_done=skip_done))
     return ids
-
-
-def check_methods(methods: list[str], opts: Options) -> None:
-    """Unknown methods or hyper-parameter overrides are bad input, caught before any work."""
-    for m in methods:
-        get_method(m)
-    for m, hp in opts.hp_overrides.items():
-        if m not in methods:
-            raise BadInput(f"--hp {m}.…: method '{m}' is not part of this run ({', '.join(methods)})")
-        defaults = get_method(m).hparams
-        unknown = sorted(set(hp) - set(defaults))
-        if unknown:
-            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(defaults)})")
-        for k, v in hp.items():
-            want = type(defaults[k])
-            ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
-            if not ok or (isinstance(v, float) and not np.isfinite(v)):
-                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} (default {defaults[k]!r})")

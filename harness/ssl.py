@@ -17,12 +17,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
-from harness.api import DomainData
+from harness.api import DomainData, adamw
 from harness.config import SSLConfig
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 from harness.metrics import score_auroc
 from harness.models import make_backbone
-from harness.training import Augment, Throughput, cosine_lr, infer, make_optimizer, progress
+from harness.training import Augment, Throughput, cosine_lr, infer, progress
 
 
 class SimCLR(nn.Module):
@@ -55,7 +55,7 @@ def train_ssl(images: Tensor, cfg: SSLConfig, backbone: str, device: torch.devic
     model = SimCLR(backbone, images.shape[1], cfg.proj_dim).to(device).to(memory_format=torch.channels_last)
     loss_fn = contrastive_loss(cfg.loss, cfg.temperature)
     strong = Augment(max_shift=3, noise=0.2, flux_jitter=0.15, generator=generator)
-    opt = make_optimizer(model.parameters(), device, cfg.lr)
+    opt = adamw(model.parameters(), device, cfg.lr)
     sched = cosine_lr(opt, cfg.steps, warmup=max(1, cfg.steps // 20))
     bar, tp = progress(cfg.steps, "ssl", quiet), Throughput()
     model.train()

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.data.errors import BadInput
-from harness.data.imageset import atomic_dir  # noqa: F401 - re-exported for harness.report's atomic writes
+from harness.errors import BadInput
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     start TEXT NOT NULL DEFAULT 'source',
     uses_target_labels INTEGER NOT NULL DEFAULT 0,
     oracle INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    role TEXT NOT NULL DEFAULT 'method'
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run TEXT NOT NULL REFERENCES runs(id),
@@ -54,13 +54,13 @@ CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 """
 
 RUN_COLUMNS = ("id", "time", "task", "method", "seed", "preset", "fingerprint", "config", "code_version",
-               "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error")
+               "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error", "role")
 
 
 @dataclass
 class Metric:
-    split: str          # hard_test | hard_labelled | hard_pool | easy_val | ssl
-    name: str           # auroc | tpr0 | tpr10 | accuracy | im | snd | auroc_sel_im | ...
+    split: str          # hard_test | hard_pool | easy_val | ssl
+    name: str           # auroc | tpr0 | tpr10 | accuracy | im | snd | auroc_sel_validator | ...
     value: float
     low: float | None = None
     high: float | None = None
@@ -80,6 +80,7 @@ class RunRecord:
     start: str = "source"
     uses_target_labels: bool = False
     oracle: bool = False
+    role: str = "method"            # method | baseline | control | oracle (the method's declared role)
     status: str = "ok"
     seconds: float = 0.0
     error: str | None = None
@@ -99,6 +100,9 @@ class Store:
         try:
             with closing(self._connect()) as con, con:
                 con.executescript(SCHEMA)
+                have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                if "role" not in have:  # a store written before roles existed
+                    con.execute("ALTER TABLE runs ADD COLUMN role TEXT NOT NULL DEFAULT 'method'")
         except sqlite3.DatabaseError as e:
             raise BadInput(f"--store {self.path}: not a readable results store ({e})") from None
 

@@ -6,8 +6,9 @@ a run whose key already finished in the store is skipped, as DomainBed's `done` 
 
 from __future__ import annotations
 
-from harness.data.errors import BadInput
-from harness.pipeline import Options, check_methods, prepare_data, run_method, stage_source, stage_ssl
+from harness.errors import BadInput
+from harness.pipeline import Options, prepare_data, run_method, stage_source, stage_ssl
+from harness.registry import check_hparams
 
 
 def _job(method: str, seed: int, opts: Options, skip_done: bool) -> str:
@@ -21,7 +22,7 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     except ImportError:
         raise BadInput("--backend ray: Ray is not installed (pip install 'ray[default]'), or use --backend local") \
             from None
-    check_methods(methods, opts)
+    check_hparams(methods, opts.hp_overrides)
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=not opts.quiet)
     remote = ray.remote(num_cpus=1, num_gpus=1 if opts.device.type == "cuda" else 0)(_job)

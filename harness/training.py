@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from harness.api import Batch, DomainData
-from harness.data.errors import BadInput
+from harness.api import Batch, DomainData, adamw
+from harness.errors import BadInput
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -119,11 +119,6 @@ def cosine_lr(opt: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def make_optimizer(params, device: torch.device, lr: float, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
-    """AdamW, fused on CUDA."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if device.type == "cuda" else None)
-
-
 def progress(steps: int, desc: str, quiet: bool) -> tqdm:
     return tqdm(total=steps, desc=desc, disable=quiet, leave=False, dynamic_ncols=True, mininterval=0.5)
 
@@ -144,7 +139,7 @@ def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size:
                      generator: torch.Generator, desc: str = "source", quiet: bool = False) -> nn.Module:
     """Supervised cross-entropy training on device-resident data (the easy-set lens finder)."""
     model.train()
-    opt = make_optimizer(model.parameters(), device, lr, weight_decay)
+    opt = adamw(model.parameters(), device, lr, weight_decay)
     sched = cosine_lr(opt, steps, warmup=max(1, steps // 20))
     bar, tp = progress(steps, desc, quiet), Throughput()
     for step in range(steps):

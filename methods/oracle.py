@@ -14,6 +14,7 @@ class Oracle(AdaptationMethod):
     name = "oracle"
     uses_target_labels = True
     oracle = True
+    role = "oracle"
     hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
 
     def setup(self, ctx: AdaptContext) -> None:

@@ -9,3 +9,4 @@ class SourceOnly(AdaptationMethod):
 
     name = "source_only"
     train_model = False
+    role = "baseline"

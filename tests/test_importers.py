@@ -22,10 +22,10 @@ from fixtures_real import (
     make_hst,
 )
 
-from harness.data.errors import BadInput
 from harness.data.features import feature_matrix
 from harness.data.imageset import load
 from harness.data.importers import import_dataset
+from harness.errors import BadInput
 
 
 class Log(list):

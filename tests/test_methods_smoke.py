@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_args
 
-from harness import api
+from harness import api, registry
 from harness.cli import main
 from harness.store import Store
 
@@ -22,7 +22,7 @@ def test_method_runs_on_smoke_preset(smoke_root: Path, method: str) -> None:
     runs = Store(smoke_root / "s.db").runs()
     row = runs[runs.method == method].iloc[-1]
     assert row.status == "ok"
-    cls = api.get_method(method)
+    cls = registry.get_method(method)
     assert bool(row.uses_target_labels) == cls.uses_target_labels and row.start == cls.start
 
 
@@ -60,12 +60,12 @@ def test_entry_point_method_registers_and_runs(smoke_root: Path, tmp_path: Path,
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: probe-pkg\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[harness.methods]\nplugin_probe = probe_pkg:Probe\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(api, "_DISCOVERED", False)
+    monkeypatch.setattr(registry, "_discovered", False)
     try:
-        assert "plugin_probe" in api.all_methods()
+        assert "plugin_probe" in registry.all_methods()
         assert main(["run", "--method", "plugin_probe", *smoke_args(smoke_root, "--quiet")]) == 0
         probe = sys.modules["probe_pkg"].Probe
         assert probe.seen_target_labels and not any(probe.seen_target_labels)
     finally:
-        api._REGISTRY.pop("plugin_probe", None)
+        api.REGISTERED.pop("plugin_probe", None)
         sys.modules.pop("probe_pkg", None)

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.api import AdaptationMethod, AdaptContext, DomainData, get_method
+from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.models.finder import LensFinder
 from harness.neighbours import faiss_available, knn_search
+from harness.registry import get_method
 
 METHODS = ["dann", "cdan", "mcc", "pseudo_label", "pseudo_label_semi", "contrastive_knn"]
 B, STEPS = 8, 5

@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from harness.data.errors import BadInput
 from harness.data.features import feature_matrix, observable_columns
+from harness.errors import BadInput
 from harness.metrics import auroc_ci, tpr_at_false_positives, validator_scores
 from harness.models import LensFinder
 from harness.store import Metric, RunRecord, Store

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 from harness.report import build_report, terminal_table
 from harness.report.load import load
 from harness.report.pictures import rgb

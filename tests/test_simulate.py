@@ -12,9 +12,9 @@ import yaml
 
 from harness.data import imageset
 from harness.data.cards import CARDS_DIR, load_card
-from harness.data.errors import BadInput
 from harness.data.show import contact_sheet
 from harness.data.simulate import generate, simulate_arrays
+from harness.errors import BadInput
 
 
 def _digest(images: np.ndarray, catalog, labels: np.ndarray) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets" / "cards"
 SHIPPED = ("easy", "hard")

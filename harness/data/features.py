@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 LEAK_AUROC = 0.99
 NON_FEATURES = {"id", "label", "is_lens", "class"}

@@ -15,18 +15,14 @@ into place at the end, so an interrupted write never leaves a folder that looks 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
+from harness.fs import atomic_dir
 
 REQUIRED_FILES = ("images.npy", "labels.npy", "catalog.csv", "meta.json")
 
@@ -85,27 +81,6 @@ def validate(s: ImageSet) -> None:
             raise BadInput(f"{where}: split '{k}' holds indices outside [0, {n})")
         if np.unique(idx).size != idx.size:
             raise BadInput(f"{where}: split '{k}' repeats indices")
-
-
-@contextmanager
-def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; rename it to `out` only if the block succeeds."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise BadInput(f"{out}: already exists (remove it or choose another --out)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise BadInput(f"{out}: cannot write there ({e.strerror or e})") from None
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save(s: ImageSet, out: Path, card_text: str | None = None, overwrite: bool = False) -> Path:

@@ -32,10 +32,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness.data.errors import BadInput
-from harness.data.imageset import ImageSet, atomic_dir, save
+from harness.data.imageset import ImageSet, save
 from harness.data.measure import measure
 from harness.data.splits import labelled_test_from_known, train_val
+from harness.errors import BadInput
+from harness.fs import atomic_dir
 
 Log = Callable[[str], None]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 
 def crop_or_pad(images: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import imageset
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 
 def _rgb(img: np.ndarray, soft: float) -> np.ndarray:

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from harness.data import imageset, splits
 from harness.data.cards import Card
-from harness.data.errors import BadInput
 from harness.data.measure import measure
+from harness.errors import BadInput
 
 CHUNK = 16  # images per task; fixed so results do not depend on the number of workers
 KSIZE = 31  # PSF kernel side in pixels (2.5" radius at HSC scale: wings beyond are negligible)

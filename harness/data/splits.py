@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 
 def _stratified_take(idx: np.ndarray, labels: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:

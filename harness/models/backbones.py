@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 
 BACKBONES = ("small", "resnet18", "resnet50", "equivariant")
 

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.fs import atomic_dir
 from harness.report import figures, html, tables
 from harness.report.load import latest_ok, load
 from harness.report.style import palette
-from harness.store import atomic_dir
 
 __all__ = ["build_report", "terminal_table"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.data.errors import BadInput
+from harness.errors import BadInput
 from harness.store import Store
 
 GROUP = ["task", "preset", "shift"]

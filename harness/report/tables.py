@@ -20,7 +20,7 @@ OVER_SEEDS = "over seeds"
 BOOTSTRAP = "bootstrap over test images"
 ORACLE_MARK, LABELS_MARK = "†", "‡"
 PRESET_ORDER = {"full": 0, "demo": 1, "smoke": 2}  # biggest (most trustworthy) runs first
-SPLIT_ORDER = {"hard_test": 0, "easy_val": 1, "hard_labelled": 2, "hard_pool": 3, "ssl": 4}
+SPLIT_ORDER = {"hard_test": 0, "easy_val": 1, "hard_pool": 2, "ssl": 3}
 
 LEGEND = [
     (f"{ORACLE_MARK} oracle: trained on the hard domain's labels; {LABELS_MARK} uses the 20% labelled "

@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.api import AdaptContext, DomainData, get_method
+from harness.api import AdaptContext, DomainData
 from harness.models.finder import LensFinder
 from harness.neighbours import faiss_available, knn_search
+from harness.registry import get_method
 
 BANK, DIM, K = 100_000, 128, 6     # contrastive_knn searches k + 1 = 6 (self excluded)
 BACKENDS = ["torch"] + (["faiss"] if faiss_available() else [])

@@ -1,0 +1,68 @@
+"""Method discovery: the modules of `methods/` plus the `harness.methods` entry-point group.
+
+The contract (`harness.api`) only holds the `register` decorator and the names it collected; this
+module is what imports the plug-ins, so no arrow runs from the contract to its plug-ins.
+`check_hparams` validates `--hp METHOD.KEY=VALUE` overrides before any work starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from importlib.metadata import entry_points
+from typing import Any
+
+from harness.api import REGISTERED, AdaptationMethod, register
+from harness.errors import BadInput
+
+_discovered = False
+
+
+def discover(refresh: bool = False) -> None:
+    """Import every module of the `methods` package and every `harness.methods` entry point."""
+    global _discovered
+    if _discovered and not refresh:
+        return
+    import methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    for ep in entry_points(group="harness.methods"):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, AdaptationMethod) and obj.name not in REGISTERED:
+            register(obj)
+    _discovered = True
+
+
+def all_methods() -> dict[str, type[AdaptationMethod]]:
+    """Every registered method by name, sorted."""
+    discover()
+    return dict(sorted(REGISTERED.items()))
+
+
+def get_method(name: str) -> type[AdaptationMethod]:
+    """The method class called `name`; an unknown name is bad input naming the known ones."""
+    methods = all_methods()
+    if name not in methods:
+        raise BadInput(f"unknown method '{name}' (known: {', '.join(methods)})")
+    return methods[name]
+
+
+def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> None:
+    """Unknown methods, and overrides of unknown or mistyped hyper-parameters, are bad input."""
+    for m in methods:
+        get_method(m)
+    for m, hp in overrides.items():
+        if m not in methods:
+            raise BadInput(f"--hp {m}.…: method '{m}' is not part of this run ({', '.join(methods)})")
+        defaults = get_method(m).hparams
+        unknown = sorted(set(hp) - set(defaults))
+        if unknown:
+            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(defaults)})")
+        for k, v in hp.items():
+            want = type(defaults[k])
+            ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
+            if not ok or (isinstance(v, float) and not math.isfinite(v)):
+                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} (default {defaults[k]!r})")
