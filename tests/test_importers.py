@@ -24,7 +24,7 @@ from fixtures_real import (
 
 from harness.data.features import feature_matrix
 from harness.data.imageset import load
-from harness.data.importers import import_dataset
+from harness.data.importers import FORMATS, format_names, import_dataset, register_format
 from harness.errors import BadInput
 
 
@@ -229,6 +229,24 @@ def test_existing_output_and_unknown_format(tmp_path):
         run("fits-zoo", src, tmp_path, name="other")
     with pytest.raises(BadInput, match="not a folder"):
         run("bologna", tmp_path / "nowhere", tmp_path, name="other")
+
+
+def test_formats_are_discovered_and_a_registered_format_is_dispatched(tmp_path, monkeypatch):
+    assert format_names() == ["bologna", "deeplense-npy", "hst-npy"]
+    with pytest.raises(BadInput, match=r"choose from bologna, deeplense-npy, hst-npy\)$"):
+        run("fits-zoo", tmp_path, tmp_path)
+    seen = []
+
+    def reader(path, name, scratch, opt):
+        seen.append((path, name, opt.seed))
+        raise BadInput("toy reader ran")
+
+    monkeypatch.setitem(FORMATS, "toy", reader)  # what @register_format("toy") does
+    with pytest.raises(BadInput, match="toy reader ran"):
+        run("toy", tmp_path, tmp_path, seed=7)
+    assert seen == [(tmp_path, "real", 7)] and nothing_written(tmp_path)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_format("bologna")(reader)
 
 
 # ----------------------------------------------------------------------------------------- deeplense

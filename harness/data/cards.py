@@ -102,7 +102,8 @@ def fingerprint(data: dict) -> str:
 
 def _resolve_path(spec: str | Path, cards_dir: Path) -> Path:
     s = str(spec)
-    if s in SHIPPED or (cards_dir / f"{s}.yaml").is_file() and "/" not in s and not s.endswith((".yaml", ".yml")):
+    if s in SHIPPED or ((cards_dir / f"{s}.yaml").is_file() and "/" not in s
+                        and not s.endswith((".yaml", ".yml"))):
         p = cards_dir / f"{s}.yaml"
         if not p.is_file():
             raise BadInput(f"{p}: shipped card missing")
@@ -179,17 +180,21 @@ def validate(data: dict, path: Path) -> None:
         if not isinstance(bd, dict):
             raise BadInput(f"{path}: key 'instrument.band.{b}' must be a mapping")
         for k, (kind, lo, hi) in BAND_SCHEMA.items():
-            _check(_get(data, f"instrument.band.{b}.{k}", path), kind, lo, hi, f"instrument.band.{b}.{k}", path)
+            key = f"instrument.band.{b}.{k}"
+            _check(_get(data, key, path), kind, lo, hi, key, path)
         if bd["psf"] not in ("gaussian", "moffat"):
-            raise BadInput(f"{path}: key 'instrument.band.{b}.psf' must be gaussian or moffat, got {bd['psf']!r}")
+            raise BadInput(f"{path}: key 'instrument.band.{b}.psf' must be gaussian or moffat, "
+                           f"got {bd['psf']!r}")
     sp = _get(data, "splits", path)
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")
     if "labelled_frac" in sp:
         _check(sp["labelled_frac"], _NUM, 0.0, 1.0, "splits.labelled_frac", path)
         _check(_get(data, "splits.test_frac", path), _NUM, 0.0, 1.0, "splits.test_frac", path)
-        if not (0 < sp["labelled_frac"] and 0 < sp["test_frac"] and sp["labelled_frac"] + sp["test_frac"] < 1):
-            raise BadInput(f"{path}: keys 'splits.labelled_frac' + 'splits.test_frac' must be > 0 and sum < 1")
+        lf, tf = sp["labelled_frac"], sp["test_frac"]
+        if not (0 < lf and 0 < tf and lf + tf < 1):
+            raise BadInput(f"{path}: keys 'splits.labelled_frac' + 'splits.test_frac' "
+                           "must be > 0 and sum < 1")
     else:
         _check(_get(data, "splits.val_frac", path), _NUM, 0.0, 0.9, "splits.val_frac", path)
 

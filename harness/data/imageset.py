@@ -55,7 +55,8 @@ class ImageSet:
     def split(self, name: str) -> np.ndarray:
         """Indices of a named split; a clear error naming the available ones if absent."""
         if name not in self.splits:
-            raise BadInput(f"{self.name}: no split '{name}' (has: {', '.join(sorted(self.splits)) or 'none'})")
+            have = ", ".join(sorted(self.splits)) or "none"
+            raise BadInput(f"{self.name}: no split '{name}' (has: {have})")
         return self.splits[name]
 
 

@@ -111,7 +111,8 @@ class _Renderer:
         fy = y / self.ps + (self.npix - 1) / 2
         j0, i0 = math.floor(fx), math.floor(fy)
         dx, dy = fx - j0, fy - i0
-        for di, dj, w in ((0, 0, (1 - dx) * (1 - dy)), (0, 1, dx * (1 - dy)), (1, 0, (1 - dx) * dy), (1, 1, dx * dy)):
+        for di, dj, w in ((0, 0, (1 - dx) * (1 - dy)), (0, 1, dx * (1 - dy)),
+                          (1, 0, (1 - dx) * dy), (1, 1, dx * dy)):
             i, j = i0 + di, j0 + dj
             if 0 <= i < self.npix and 0 <= j < self.npix:
                 img[:, i, j] += flux * w
@@ -121,7 +122,7 @@ class _Renderer:
         rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
         d, pop, nui = self.d, self.d["population"], self.d["nuisances"]
         u = rng.uniform
-        _nb, shape = len(self.bands), (self.npix, self.npix)
+        shape = (self.npix, self.npix)
         is_lens = bool(rng.random() < pop["lens_fraction"])
 
         fwhm = np.array([max(0.6 * d["instrument"]["band"][b]["fwhm"],
@@ -138,22 +139,26 @@ class _Renderer:
         cs = ll["colour_scatter"]
         lens_flux = self._flux(lens_mag, ll["g_r"] + cs * rng.standard_normal(),
                                ll["r_i"] + cs * rng.standard_normal())
-        unit = self._sersic_unit(self.xx, self.yy, {"R_sersic": u(*ll["R_eff"]), "n_sersic": u(*ll["n_sersic"]),
-                                                        "e1": e1, "e2": e2, "center_x": cx, "center_y": cy}).reshape(shape)
+        kw = {"R_sersic": u(*ll["R_eff"]), "n_sersic": u(*ll["n_sersic"]),
+              "e1": e1, "e2": e2, "center_x": cx, "center_y": cy}
+        unit = self._sersic_unit(self.xx, self.yy, kw).reshape(shape)
         model = lens_flux[:, None, None] * unit[None]
 
         truth: dict[str, Any] = {"truth_is_lens": int(is_lens), "truth_theta_E": 0.0, "truth_n_lensed_pix": 0,
-                                     "truth_source_mag": np.nan, "truth_magnification": np.nan,
-                                     "truth_lens_mag": lens_mag, "truth_hard_negative": "", "truth_lens_model": "none"}
+                                 "truth_source_mag": np.nan, "truth_magnification": np.nan,
+                                 "truth_lens_mag": lens_mag, "truth_hard_negative": "",
+                                 "truth_lens_model": "none"}
         if is_lens:
             arcs = self._lensed_source(rng, pop, cx, cy, phi_l, kf, truth)
             model = model + arcs
         else:
-            model = model + self._hard_negative(rng, nui["hard_negatives"], pop, cx, cy, lens_mag, phi_l, truth)
+            model = model + self._hard_negative(rng, nui["hard_negatives"], pop, cx, cy, lens_mag, phi_l,
+                                                truth)
         model = model + self._contaminants(rng, nui, truth)
 
         img = self._convolve(model, kf)
-        # noise in electrons: Poisson on sky + signal, Gaussian read noise; then ADU, then calibrated, sky-subtracted
+        # noise in electrons: Poisson on sky + signal, Gaussian read noise; then ADU, then calibrated,
+        # sky-subtracted
         sig_e = np.clip(img, 0, None) * self.e_per_flux[:, None, None]
         sky = self.sky_e[:, None, None]
         counts = rng.poisson(sig_e + sky).astype(np.float64)
@@ -169,7 +174,8 @@ class _Renderer:
         """Ray-shoot once, then draw sources until one passes the card's arc-visibility cut."""
         u = rng.uniform
         te = pop["theta_E"]
-        theta_e = float(np.clip(te["median"] * math.exp(te["sigma_ln"] * rng.standard_normal()), *te["range"]))
+        theta_e = float(np.clip(te["median"] * math.exp(te["sigma_ln"] * rng.standard_normal()),
+                                *te["range"]))
         lm = pop["lens_model"]
         kind = "EPL" if rng.random() < lm["epl_fraction"] else "SIE"
         e1, e2 = self._e1e2(u(*lm["q"]), phi_l + 0.15 * rng.standard_normal())
@@ -188,7 +194,8 @@ class _Renderer:
             sx, sy = cx + r * math.cos(a), cy + r * math.sin(a)
             re = u(*src["R_eff"])
             e1s, e2s = self._e1e2(u(*src["q"]), u(0, math.pi))
-            kw = {"R_sersic": re, "n_sersic": u(*src["n_sersic"]), "e1": e1s, "e2": e2s, "center_x": sx, "center_y": sy}
+            kw = {"R_sersic": re, "n_sersic": u(*src["n_sersic"]), "e1": e1s, "e2": e2s,
+                  "center_x": sx, "center_y": sy}
             ncl = int(rng.integers(0, src["clumps"]["max"] + 1))
             ff = u(*src["clumps"]["flux_fraction"]) if ncl else 0.0
             unit = (1 - ff) * self._sersic_unit(bx, by, kw)
@@ -196,10 +203,12 @@ class _Renderer:
                 w = rng.dirichlet(np.ones(ncl))
                 for k in range(ncl):
                     ox, oy = rng.normal(0, re, size=2)
-                    unit = unit + ff * w[k] * self._gauss_unit(bx, by, u(*src["clumps"]["sigma"]), sx + ox, sy + oy)
+                    unit = unit + ff * w[k] * self._gauss_unit(bx, by, u(*src["clumps"]["sigma"]),
+                                                               sx + ox, sy + oy)
             mag = u(*src["mag_r"])
             cs = src["colour_scatter"]
-            flux = self._flux(mag, src["g_r"] + cs * rng.standard_normal(), src["r_i"] + cs * rng.standard_normal())
+            flux = self._flux(mag, src["g_r"] + cs * rng.standard_normal(),
+                              src["r_i"] + cs * rng.standard_normal())
             arcs = flux[:, None, None] * unit.reshape(self.npix, self.npix)[None]
             seen = self._convolve(arcs, kf)
             npx = int((seen > self.sigma_flux[:, None, None]).any(axis=0).sum())
@@ -227,10 +236,11 @@ class _Renderer:
             # half are stretched tangentially, like a single arc
             phi = a + math.pi / 2 if rng.random() < 0.5 else u(0, math.pi)
             e1, e2 = self._e1e2(u(0.3, 0.8), phi)
-            unit = self._sersic_unit(self.xx, self.yy, {"R_sersic": u(0.1, 0.4), "n_sersic": u(0.5, 1.5), "e1": e1,
-                                                            "e2": e2, "center_x": px, "center_y": py})
+            unit = self._sersic_unit(self.xx, self.yy, {"R_sersic": u(0.1, 0.4), "n_sersic": u(0.5, 1.5),
+                                                        "e1": e1, "e2": e2, "center_x": px, "center_y": py})
             mag = u(src["mag_r"][0] - 1.0, src["mag_r"][1] - 0.5)
-            flux = self._flux(mag, src["g_r"] + 0.15 * rng.standard_normal(), src["r_i"] + 0.1 * rng.standard_normal())
+            flux = self._flux(mag, src["g_r"] + 0.15 * rng.standard_normal(),
+                              src["r_i"] + 0.1 * rng.standard_normal())
             return flux[:, None, None] * unit.reshape(shape[1:])[None]
         x -= frac["blue_companion"]
         dx, dy = self.xg - cx, self.yg - cy
@@ -276,8 +286,9 @@ class _Renderer:
             mag = u(*nui["neighbours"]["mag_r"])
             re = 0.7 * 10 ** (-0.12 * (mag - 20)) * u(0.5, 1.5)  # fainter galaxies are smaller
             e1, e2 = self._e1e2(u(0.3, 1.0), u(0, math.pi))
-            unit = self._sersic_unit(self.xx, self.yy, {"R_sersic": re, "n_sersic": u(0.7, 4.0), "e1": e1, "e2": e2,
-                                                            "center_x": u(-half, half), "center_y": u(-half, half)})
+            kw = {"R_sersic": re, "n_sersic": u(0.7, 4.0), "e1": e1, "e2": e2,
+                  "center_x": u(-half, half), "center_y": u(-half, half)}
+            unit = self._sersic_unit(self.xx, self.yy, kw)
             red = rng.random()
             flux = self._flux(mag, 0.3 + 1.2 * red + 0.1 * rng.standard_normal(), 0.1 + 0.45 * red)
             img += flux[:, None, None] * unit.reshape(self.npix, self.npix)[None]
@@ -406,8 +417,8 @@ def generate(card: Card, n: int, seed: int, workers: int = 1, out: Path | None =
         idx = splits.train_val(labels, float(sp["val_frac"]), seed)
     ins = card.data["instrument"]
     meta = {"name": out.name, "kind": "lens-finding", "domain": card.name, "bands": card.bands,
-                "pixel_scale": float(ins["pixel_scale"]), "zeropoint": float(ins["zeropoint"]),
-                "fingerprint": card.fingerprint, "seed": int(seed), "n": int(n), "classes": ["non-lens", "lens"],
-                "shift": card.shift}
+            "pixel_scale": float(ins["pixel_scale"]), "zeropoint": float(ins["zeropoint"]),
+            "fingerprint": card.fingerprint, "seed": int(seed), "n": int(n),
+            "classes": ["non-lens", "lens"], "shift": card.shift}
     iset = imageset.ImageSet(images=images, catalog=catalog, labels=labels, splits=idx, meta=meta)
     return imageset.save(iset, out, card_text=card.text, overwrite=overwrite)

@@ -7,7 +7,8 @@ import numpy as np
 from harness.errors import BadInput
 
 
-def _stratified_take(idx: np.ndarray, labels: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+def _stratified_take(idx: np.ndarray, labels: np.ndarray, frac: float,
+                     rng: np.random.Generator) -> np.ndarray:
     """A stratified random subset of `idx` holding `frac` of it (per class, rounded)."""
     take = []
     for c in np.unique(labels[idx]):
@@ -26,14 +27,16 @@ def train_val(labels: np.ndarray, val_frac: float, seed: int) -> dict[str, np.nd
     return {"train": train.astype(np.int64), "val": val.astype(np.int64)}
 
 
-def hard_splits(labels: np.ndarray, labelled_frac: float, test_frac: float, seed: int) -> dict[str, np.ndarray]:
+def hard_splits(labels: np.ndarray, labelled_frac: float, test_frac: float,
+                seed: int) -> dict[str, np.ndarray]:
     """Target-domain splits: `labelled` (e.g. 20% of all), `test` (held out), rest `pool`.
 
     Both labelled and test are stratified on the true labels so their class balance matches
     the domain; the pool is everything else and is handed to methods without labels.
     """
     if not (0 < labelled_frac < 1 and 0 < test_frac < 1 and labelled_frac + test_frac < 1):
-        raise BadInput(f"split fractions labelled={labelled_frac}, test={test_frac} must be in (0,1), sum < 1")
+        raise BadInput(f"split fractions labelled={labelled_frac}, test={test_frac} "
+                       "must be in (0,1), sum < 1")
     rng = np.random.default_rng(seed)
     n = labels.size
     allidx = np.arange(n)
@@ -41,11 +44,12 @@ def hard_splits(labels: np.ndarray, labelled_frac: float, test_frac: float, seed
     rest = np.setdiff1d(allidx, labelled)
     test = _stratified_take(rest, labels, test_frac / (1 - labelled_frac), rng)
     pool = np.setdiff1d(rest, test)
-    return {"pool": pool.astype(np.int64), "labelled": labelled.astype(np.int64), "test": test.astype(np.int64)}
+    return {"pool": pool.astype(np.int64), "labelled": labelled.astype(np.int64),
+            "test": test.astype(np.int64)}
 
 
 def labelled_test_from_known(labels: np.ndarray, test_share: float, seed: int) -> dict[str, np.ndarray]:
-    """Real data: rows with a label are divided stratified into `labelled`/`test`; unlabelled rows are `pool`."""
+    """Real data: labelled rows are divided stratified into `labelled`/`test`; unlabelled are `pool`."""
     known = np.flatnonzero(labels >= 0)
     if known.size == 0:
         raise BadInput("no labelled rows: cannot form the labelled and test splits")
@@ -53,4 +57,5 @@ def labelled_test_from_known(labels: np.ndarray, test_share: float, seed: int) -
     test = _stratified_take(known, labels, test_share, rng)
     labelled = np.setdiff1d(known, test)
     pool = np.flatnonzero(labels < 0)
-    return {"pool": pool.astype(np.int64), "labelled": labelled.astype(np.int64), "test": test.astype(np.int64)}
+    return {"pool": pool.astype(np.int64), "labelled": labelled.astype(np.int64),
+            "test": test.astype(np.int64)}

@@ -1,0 +1,84 @@
+"""DeepLense class-folder `.npy` layout (Common Test I, substructure classes), `--format deeplense-npy`.
+
+One folder per class (e.g. `no/`, `sphere/`, `vort/`), each holding one `.npy` image per file,
+either directly under the copy or under `train/`, `val/` [and `test/`] folders, which then become
+the splits (a missing `val/` is carved out of `train/`; with no such folders the split is a
+stratified train/val). Classes are numbered in sorted folder-name order. Wrapper folders that
+unzipping adds (a lone `dataset/`) are stepped into, and macOS junk is skipped and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.imageset import ImageSet
+from harness.data.importers import register_format
+from harness.data.importers.npy import NpyItem, npy_files, npy_imageset, stack_npy
+from harness.data.importers.quirks import VAL_SHARE, Options, Quirks, fingerprint, report
+from harness.data.splits import train_val
+from harness.errors import BadInput
+
+# Nominal scale, as the files carry no header: used only for the aperture of measure().
+DEEPLENSE_PIXEL_SCALE = 0.05
+
+
+def _descend_wrappers(path: Path) -> Path:
+    """Unzipped copies often add a wrapper folder (`dataset/`); step into lone subfolders."""
+    while True:
+        subs = _class_dirs(path)
+        if len(subs) == 1 and not any(path.glob("*.npy")) and subs[0].name not in ("train", "val", "test"):
+            inner = [p for p in subs[0].iterdir() if p.is_dir()]
+            if inner:
+                path = subs[0]
+                continue
+        return path
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+
+
+@register_format("deeplense-npy")
+def import_deeplense(path: Path, name: str, scratch: Path, opt: Options) -> dict[str, ImageSet]:
+    """Class folders (optionally under train/ val/ [test/]); classes sorted by folder name."""
+    root = _descend_wrappers(path)
+    groups = [g for g in ("train", "val", "test") if (root / g).is_dir()]
+    if groups and "train" not in groups:
+        raise BadInput(f"{root}: has {', '.join(groups)}/ but no train/")
+    group_dirs = {g: root / g for g in groups} if groups else {"": root}
+    classes = sorted({d.name for gd in group_dirs.values() for d in _class_dirs(gd)})
+    if not classes:
+        raise BadInput(f"{root}: no class folders (expected e.g. no/, sphere/, vort/)")
+    quirks = Quirks("deeplense-npy")
+    items, scanned = [], []
+    for g, gd in group_dirs.items():
+        for d in _class_dirs(gd):
+            files = npy_files(d, quirks, root)
+            scanned += files
+            items += [NpyItem(f, f.relative_to(root).as_posix(), classes.index(d.name), g) for f in files]
+    if not items:
+        raise BadInput(f"{root}: no .npy images in the class folders ({', '.join(classes)})")
+    stack, kept = stack_npy(items, root, scratch, quirks, opt)
+    splits = _group_splits([items[i].group for i in kept], np.array([items[i].label for i in kept]), opt)
+    meta = {"name": name, "kind": "substructure", "domain": "real", "classes": classes,
+            "source_format": "deeplense-npy", "source_path": str(path.resolve()),
+            "fingerprint": fingerprint(root, scanned), "quirks": quirks.as_meta()}
+    scale = opt.pixel_scale or DEEPLENSE_PIXEL_SCALE
+    iset = npy_imageset(items, kept, stack.filled(), splits, meta, scale)
+    report(quirks, opt.log)
+    opt.log(f"deeplense-npy: {len(kept)} images in {len(classes)} classes ({', '.join(classes)})")
+    return {"": iset}
+
+
+def _group_splits(groups: list[str], labels: np.ndarray, opt: Options) -> dict[str, np.ndarray]:
+    """train/val(/test) from the folders when present, else a stratified train/val of VAL_SHARE."""
+    if not any(groups):
+        return train_val(labels, VAL_SHARE, opt.seed)
+    g = np.array(groups)
+    splits = {k: np.flatnonzero(g == k).astype(np.int64) for k in ("train", "val", "test") if (g == k).any()}
+    if "val" not in splits:  # only train/ survived: carve val out of it
+        tv = train_val(labels[splits["train"]], VAL_SHARE, opt.seed)
+        splits.update({k: splits["train"][v] for k, v in tv.items()})
+    return splits
