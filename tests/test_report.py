@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from harness.errors import BadInput
+from harness.render import Tile, contact_sheet, rgb, sheet_top
 from harness.report import build_report, terminal_table
 from harness.report.load import load
-from harness.report.pictures import rgb
 from harness.report.plots import FPR_GRID, roc_on_grid
 from harness.report.tables import BOOTSTRAP, HEADLINE, OVER_SEEDS, summarise
 from harness.store import Metric, RunRecord, Store
@@ -248,6 +248,27 @@ def test_rgb_stretch_range():
     out = rgb(img)
     assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
     assert rgb(np.zeros((1, 8, 8))).shape == (8, 8, 3)
+
+
+def test_sheet_stretch_keeps_brightness_differences():
+    img = np.random.default_rng(0).normal(size=(3, 16, 16))
+    np.testing.assert_array_equal(rgb(img, sheet_top([img])), rgb(img))  # one image: its own stretch
+    dim = img / 4
+    assert rgb(dim).mean() == pytest.approx(rgb(img).mean())           # own stretch hides the difference
+    assert rgb(dim, sheet_top([img, dim])).mean() < 0.6 * rgb(img, sheet_top([img, dim])).mean()
+
+
+def test_contact_sheet_layout_and_bad_input():
+    img = np.random.default_rng(0).normal(size=(3, 8, 8))
+    fig = contact_sheet([("top", [Tile(img, "a")] * 5), ("", []), ("bottom", [Tile(img, "b\nc")] * 2)],
+                        "title", per_row=4)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 3 * 4 and len(shown) == 7  # 5 tiles on 2 rows, then 2 on a new row
+    assert [ax.get_title() for ax in shown] == ["a"] * 5 + ["b\nc"] * 2
+    with pytest.raises(BadInput, match="no cutouts"):
+        contact_sheet([("top", [])], "empty")
+    with pytest.raises(BadInput, match="cutout must be"):
+        rgb(np.zeros((2, 3, 4, 5)))
 
 
 # ------------------------------------------------------------------ files
