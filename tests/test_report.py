@@ -1,11 +1,14 @@
-"""Report: numbers against hand computation, notes, files, Markdown shape, bad input, and the HTML in Chromium."""
+"""Report: numbers against hand computation, references by role, notes, files, Markdown shape, bad input,
+and the HTML in Chromium."""
 
 from __future__ import annotations
 
 import math
 import re
 import shutil
+import sqlite3
 import subprocess
+from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,12 +17,14 @@ import pandas as pd
 import pytest
 
 from harness.errors import BadInput
+from harness.render import Tile, contact_sheet, rgb, sheet_top
 from harness.report import build_report, terminal_table
+from harness.report.figures import best_unsupervised, gap_fig
 from harness.report.load import load
-from harness.report.pictures import rgb
 from harness.report.plots import FPR_GRID, roc_on_grid
+from harness.report.style import BASELINE_GREY, ORACLE_GREY, palette
 from harness.report.tables import BOOTSTRAP, HEADLINE, OVER_SEEDS, summarise
-from harness.store import Metric, RunRecord, Store
+from harness.store import RUN_COLUMNS, SCHEMA, Metric, RunRecord, Store
 
 T_975_2 = 4.302653  # t_{0.975, 2 dof}, for 3 seeds
 
@@ -34,12 +39,21 @@ SMOKE = {
 BOOT = 0.03  # every run's bootstrap half-width
 
 
+# what the pipeline writes for the shipped methods (each class declares its role and flags)
+ROLES = {"source_only": "baseline", "oracle": "oracle"}
+
+
 def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="lens-finding", preset="smoke",
-            shift=0.0, status="ok", seconds=10.0) -> str:
+            shift=0.0, status="ok", seconds=10.0, role: str | None = None, oracle: bool | None = None,
+            labels: bool | None = None) -> str:
+    """One run as the pipeline writes it; role and flags default to those of the shipped method `method`."""
+    role = ROLES.get(method, "method") if role is None else role
+    oracle = role == "oracle" if oracle is None else oracle
+    labels = (oracle or method == "target_labelled") if labels is None else labels
     run = RunRecord(task=task, method=method, seed=seed, preset=preset, fingerprint="fp",
                     config={"data": {"shift": shift}, "hparams": {}}, code_version="test", device="cpu",
-                    run_key=f"{task}-{preset}-{shift}-{method}-{seed}", oracle=method == "oracle",
-                    uses_target_labels=method in ("oracle", "target_labelled"), status=status,
+                    run_key=f"{task}-{preset}-{shift}-{method}-{seed}", oracle=oracle, role=role,
+                    uses_target_labels=labels, status=status,
                     seconds=seconds, error=None if status == "ok" else "RuntimeError: boom\ntraceback...",
                     id=f"{task}-{preset}-{shift}-{method}-{seed}")
     metrics = [] if auroc is None else [
@@ -53,7 +67,8 @@ def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="
     ]
     if task == "substructure" and auroc is not None:
         metrics += [Metric("hard_test", "auroc_macro", auroc),
-                    *(Metric("hard_test", f"auroc_{c}", auroc + d) for c, d in (("no_sub", 0.05), ("cdm", -0.05)))]
+                    *(Metric("hard_test", f"auroc_{c}", auroc + d)
+                      for c, d in (("no_sub", 0.05), ("cdm", -0.05)))]
     return store.record(run, metrics)
 
 
@@ -64,8 +79,9 @@ def _predictions(rng, auroc: float, classes: int = 2) -> pd.DataFrame:
         sep = math.sqrt(2) * 1.2 * (auroc - 0.5) * 4
         if classes == 2:
             s = 1 / (1 + np.exp(-(rng.normal(size=n) + sep * (y - 0.5))))
-            rows.append(pd.DataFrame({"split": split, "index": np.arange(n), "id": [f"i{i}" for i in range(n)],
-                                      "label": y, "score": s}))
+            ids = [f"i{i}" for i in range(n)]
+            rows.append(pd.DataFrame({"split": split, "index": np.arange(n), "id": ids, "label": y,
+                                      "score": s}))
         else:
             logits = rng.normal(size=(n, classes)) + sep * np.eye(classes)[y]
             p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -198,6 +214,87 @@ def test_gap_closed_blank_without_oracle(tmp_path):
     assert "dann" in text and "0.820" in text
 
 
+# ------------------------------------------------------------------ roles, not names
+
+# (method, role, oracle flag, uses hard labels, hard-test AUROC): the references have unusual names, and
+# methods merely *named* like the shipped baseline and oracle are ordinary methods here
+BY_ROLE = [
+    ("my_baseline", "baseline", False, False, 0.70),
+    ("ceiling", "oracle", False, True, 0.90),
+    ("source_only", "method", False, False, 0.75),
+    ("oracle", "method", False, False, 0.85),
+    ("dann", "method", False, False, 0.80),
+    ("no_adapt", "control", False, False, 0.97),
+]
+
+
+@pytest.fixture(scope="module")
+def by_role(tmp_path_factory) -> Path:
+    store = Store(tmp_path_factory.mktemp("roles") / "h.db")
+    for method, role, oracle, labels, a in BY_ROLE:
+        for seed in range(3):
+            _record(store, method, seed, a + 0.01 * (seed - 1), role=role, oracle=oracle, labels=labels)
+    return store.path
+
+
+def test_gap_closed_from_roles_not_names(by_role):
+    s = summarise(load(by_role)).set_index("method")
+    assert (s["gap_baseline"] == "my_baseline").all() and (s["gap_oracle"] == "ceiling").all()
+    assert s.loc["dann", "gap_closed"] == pytest.approx((0.80 - 0.70) / (0.90 - 0.70))
+    assert s.loc["source_only", "gap_closed"] == pytest.approx(0.25)  # not the baseline: not 0
+    assert s.loc["oracle", "gap_closed"] == pytest.approx(0.75)       # not the ceiling: not 1
+    assert s.loc["my_baseline", "gap_closed"] == pytest.approx(0.0)
+    assert s.loc["ceiling", "gap_closed"] == pytest.approx(1.0)
+    assert s.loc["source_only", "role"] == "method" and s.loc["ceiling", "role"] == "oracle"
+
+
+def test_best_unsupervised_and_colours_from_roles(by_role):
+    s = summarise(load(by_role))
+    # no_adapt (control) and ceiling (oracle role) score higher but are not adaptation methods
+    assert best_unsupervised(s)["method"] == "oracle"
+    colours = palette(s)
+    assert colours["my_baseline"] == BASELINE_GREY and colours["ceiling"] == ORACLE_GREY
+    assert {colours[m] for m in ("source_only", "oracle", "dann")}.isdisjoint({BASELINE_GREY, ORACLE_GREY})
+
+
+def test_report_names_the_references_found_by_role(by_role, tmp_path):
+    out = build_report(by_role, tmp_path / "r", log=lambda _: None)
+    page = (out / "index.html").read_text()
+    assert "Dashed line: my_baseline (baseline)." in page
+    assert "Embeddings: my_baseline vs best unsupervised method" in page
+    assert "baseline: my_baseline; oracle: ceiling" in page
+    assert "baseline: my_baseline; oracle: ceiling" in (out / "summary.md").read_text()
+    assert "lens-finding-smoke-gap.png" in page
+    csv = pd.read_csv(out / "results.csv").set_index("method")
+    assert csv.loc["my_baseline", "role"] == "baseline" and csv.loc["source_only", "role"] == "method"
+    assert csv.loc["dann", "gap_closed"] == pytest.approx(0.5)
+
+
+def test_store_from_before_roles(tmp_path):
+    """No role column: the oracle flag makes an oracle, everything else (source_only too) is a method."""
+    path = tmp_path / "old.db"
+    cols = [c for c in RUN_COLUMNS if c != "role"]
+    with closing(sqlite3.connect(path)) as con, con:
+        con.executescript(SCHEMA.replace(",\n    role TEXT NOT NULL DEFAULT 'method'", ""))
+        assert "role" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        for method, oracle, a in (("source_only", 0, 0.7), ("dann", 0, 0.8), ("ceiling", 1, 0.9)):
+            row = {"id": method, "time": "2024-01-01T00:00:00", "task": "lens-finding", "method": method,
+                   "seed": 0, "preset": "smoke", "fingerprint": "fp", "config": "{}", "code_version": "old",
+                   "device": "cpu", "status": "ok", "seconds": 1.0, "run_key": method, "start": "source",
+                   "uses_target_labels": oracle, "oracle": oracle, "error": None}
+            con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [row[c] for c in cols])
+            con.execute("INSERT INTO metrics VALUES (?, 'hard_test', 'auroc', ?, NULL, NULL)", (method, a))
+    s = summarise(load(path))
+    roles = dict(zip(s["method"], s["role"]))
+    assert roles == {"ceiling": "oracle", "dann": "method", "source_only": "method"}
+    assert s["gap_closed"].isna().all() and (s["gap_oracle"] == "ceiling").all()
+    assert (s["gap_baseline"] == "").all()
+    assert best_unsupervised(s)["method"] == "dann"
+    fig = gap_fig(s, {}, tmp_path, "x")
+    assert fig.file is None and "no baseline run" in fig.notes[0]
+
+
 def test_sorted_by_auroc_and_marked(store_path):
     s = summarise(load(store_path, "lens-finding", "smoke"))
     assert list(s["method"]) == ["oracle", "target_labelled", "dann", "mcc", "source_only"]
@@ -248,6 +345,27 @@ def test_rgb_stretch_range():
     out = rgb(img)
     assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
     assert rgb(np.zeros((1, 8, 8))).shape == (8, 8, 3)
+
+
+def test_sheet_stretch_keeps_brightness_differences():
+    img = np.random.default_rng(0).normal(size=(3, 16, 16))
+    np.testing.assert_array_equal(rgb(img, sheet_top([img])), rgb(img))  # one image: its own stretch
+    dim = img / 4
+    assert rgb(dim).mean() == pytest.approx(rgb(img).mean())           # own stretch hides the difference
+    assert rgb(dim, sheet_top([img, dim])).mean() < 0.6 * rgb(img, sheet_top([img, dim])).mean()
+
+
+def test_contact_sheet_layout_and_bad_input():
+    img = np.random.default_rng(0).normal(size=(3, 8, 8))
+    fig = contact_sheet([("top", [Tile(img, "a")] * 5), ("", []), ("bottom", [Tile(img, "b\nc")] * 2)],
+                        "title", per_row=4)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 3 * 4 and len(shown) == 7  # 5 tiles on 2 rows, then 2 on a new row
+    assert [ax.get_title() for ax in shown] == ["a"] * 5 + ["b\nc"] * 2
+    with pytest.raises(BadInput, match="no cutouts"):
+        contact_sheet([("top", [])], "empty")
+    with pytest.raises(BadInput, match="cutout must be"):
+        rgb(np.zeros((2, 3, 4, 5)))
 
 
 # ------------------------------------------------------------------ files
@@ -363,7 +481,8 @@ def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None and shutil.which("apt-get"):
         try:
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, capture_output=True, timeout=300,
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, capture_output=True,
+                           timeout=300,
                            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         except (OSError, subprocess.TimeoutExpired):
             pass
@@ -376,7 +495,8 @@ def chromium() -> str:
 def test_html_renders_in_chromium(report, chromium, tmp_path):
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (report / "index.html").resolve().as_uri()]
+           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+           (report / "index.html").resolve().as_uri()]
     r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     dom = r.stdout

@@ -32,7 +32,7 @@ def build_report(store_path: Path | str, out: Path | str, task: str | None = Non
     sel = load(store_path, task, preset)
     summary = tables.summarise(sel)
     ok = latest_ok(sel)
-    colours = palette(list(summary["method"]), set(summary.loc[summary["oracle"], "method"]))
+    colours = palette(summary)
     out = Path(out)
     n_ok = int((sel.runs["status"] == "ok").sum())
     log(f"report: {len(sel.runs)} runs ({n_ok} ok), {summary['method'].nunique()} methods -> {out}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report import pictures, plots
+from harness.report import pictures, plots, roles
 from harness.report.load import Selection, arrays, predictions
 from harness.report.style import save
 from harness.report.tables import HEADLINE, label
@@ -40,9 +40,8 @@ def _runs_of(ok: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
 
 
 def best_unsupervised(group: pd.DataFrame) -> pd.Series | None:
-    """Highest-AUROC method that uses no hard labels and is not the baseline."""
-    g = group[~group["oracle"] & ~group["uses_target_labels"] & (group["method"] != "source_only")
-              & np.isfinite(group[HEADLINE])]
+    """Highest-AUROC adaptation method (role "method") that uses no hard labels."""
+    g = group[roles.unsupervised(group) & np.isfinite(group[HEADLINE])]
     return g.iloc[0] if len(g) else None
 
 
@@ -50,7 +49,8 @@ def _missing(what: str, lacking: list[str]) -> list[str]:
     return [f"No {what} for: {', '.join(lacking)}."] if lacking else []
 
 
-def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
+def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
+            stem: str) -> Fig:
     fig = Fig("ROC curves (hard test)")
     curves: dict[str, list[np.ndarray]] = {}
     lacking, multiclass, negatives = [], False, []
@@ -81,17 +81,21 @@ def auroc_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
         fig.notes = ["Skipped: no hard-test AUROC recorded in this group."]
         return fig
     fig.file = save(plots.auroc_bars(group, colours), out / f"{stem}-auroc.png").name
-    fig.caption = "Dashed line: source_only. n = seeds."
+    base = roles.reference(group, roles.BASELINE)
+    shown = base is not None and np.isfinite(base[HEADLINE])
+    fig.caption = (f"Dashed line: {base['method']} (baseline). " if shown else "") + "n = seeds."
     return fig
 
 
 def gap_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
     fig = Fig("Gap closed by method")
     if not np.isfinite(group["gap_closed"]).any():
-        need = [m for m, ok in (("source_only", (group["method"] == "source_only").any()),
-                                ("oracle", group["oracle"].any())) if not ok]
-        why = f"no {' or '.join(need)} run" if need else "source_only and oracle AUROC are equal or missing"
-        fig.notes = [f"Skipped: gap closed needs source_only and oracle results ({why} in this group)."]
+        base, top = group["gap_baseline"].iloc[0], group["gap_oracle"].iloc[0]
+        need = [what for what, name in (("baseline", base), ("oracle", top)) if not name]
+        why = (f"no {' or '.join(need)} run" if need
+               else f"the AUROC of {base} (baseline) and {top} (oracle) are equal or missing")
+        fig.notes = [(f"Skipped: gap closed needs a baseline and an oracle result, by stored role "
+                      f"({why} in this group).")]
         return fig
     fig.file = save(plots.gap_bars(group, colours), out / f"{stem}-gap.png").name
     fig.caption = "Error bars carry only the method's own AUROC interval, not the baseline's or the oracle's."
@@ -107,9 +111,9 @@ def _first_with(sel: Selection, runs: pd.DataFrame, name: str, needed: tuple[str
 
 
 def embedding_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Path, stem: str) -> Fig:
-    fig = Fig("Embeddings: source_only vs best unsupervised method")
-    base, best = group[group["method"] == "source_only"], best_unsupervised(group)
-    picks = ([base.iloc[0]] if len(base) else []) + ([best] if best is not None else [])
+    base, best = roles.reference(group, roles.BASELINE), best_unsupervised(group)
+    fig = Fig(f"Embeddings: {'baseline' if base is None else base['method']} vs best unsupervised method")
+    picks = ([base] if base is not None else []) + ([best] if best is not None else [])
     panels = []
     lacking = []
     for r in picks:
@@ -119,7 +123,7 @@ def embedding_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Pa
         else:
             panels.append((f"{label(r)}, seed {run['seed']}", z))
     if not picks:
-        fig.notes = ["Skipped: no source_only run and no unsupervised method in this group."]
+        fig.notes = ["Skipped: no baseline run and no unsupervised method in this group."]
     elif not panels:
         fig.notes = [f"Skipped: no usable embeddings.npz for {' or '.join(lacking)}."]
     if not panels:
@@ -146,7 +150,8 @@ def extremes_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Pat
         title = f"{label(r)}, seed {run['seed']}"
         fig.file = save(pictures.contact_sheet(z, title), out / f"{stem}-extremes.png").name
         why = " (best unsupervised method)" if best is not None and r is best else ""
-        fig.caption = f"{title}{why}. Bands g, r, i shown as blue, green, red with an asinh stretch per image."
+        fig.caption = (f"{title}{why}. Bands g, r, i shown as blue, green, red with an asinh stretch "
+                       "per image.")
         if lacking:
             fig.notes = [f"Shown for {r['method']} because {', '.join(lacking)} has no usable extremes.npz."]
         return fig
@@ -170,7 +175,8 @@ def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:
             continue
         rows = rows[np.isfinite(rows[HEADLINE])]
         f = Fig(f"AUROC vs shift · {task} · {preset}")
-        f.file = save(plots.auroc_vs_shift(rows, colours), out / f"{slug(task + '-' + preset)}-shift.png").name
+        png = plots.auroc_vs_shift(rows, colours)
+        f.file = save(png, out / f"{slug(task + '-' + preset)}-shift.png").name
         f.caption = "Mean hard-test AUROC per shift value; error bars as in the tables."
         figs.append(f)
     return figs

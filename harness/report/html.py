@@ -7,7 +7,7 @@ import html
 import pandas as pd
 
 from harness.report.figures import Fig
-from harness.report.tables import LEGEND, html_table, per_class
+from harness.report.tables import html_table, legend, per_class
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -16,7 +16,8 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-
 h3 { margin-bottom: .3rem; } .meta { color: #555; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; }
 th, td { border: 1px solid #d6d6d6; padding: .3rem .55rem; text-align: right; }
-th { background: #f3f3f3; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
+th { background: #f3f3f3; vertical-align: bottom; }
+td:first-child, th:first-child { text-align: left; font-weight: 600; }
 td:first-child, td:nth-child(2) { white-space: nowrap; } details td { white-space: nowrap; }
 tr.oracle td { background: #eeeeee; color: #444; } tr.labels td { background: #fbf6e6; }
 .legend { font-size: .82rem; color: #444; margin: .2rem 0 1rem; padding-left: 1.2rem; }
@@ -39,11 +40,16 @@ def figure(f: Fig) -> str:
 
 
 def runs_table(runs: pd.DataFrame) -> str:
-    cols = ["id", "time", "task", "preset", "shift", "method", "seed", "status", "seconds", "device", "code_version"]
+    cols = ["id", "time", "task", "preset", "shift", "method", "seed", "status", "seconds", "device",
+            "code_version"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_esc(r[c])}</td>" for c in cols) + "</tr>"
                    for _, r in runs[cols].iterrows())
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _first_line(error: object) -> str:
+    return str(error or "no error recorded").splitlines()[0][:300]
 
 
 def failed_list(runs: pd.DataFrame) -> str:
@@ -52,7 +58,7 @@ def failed_list(runs: pd.DataFrame) -> str:
         return ""
     items = "".join(
         f"<li><code>{_esc(r['id'])}</code> {_esc(r['method'])} seed {_esc(r['seed'])} "
-        f"({_esc(r['task'])} · {_esc(r['preset'])}): {_esc(str(r['error'] or 'no error recorded').splitlines()[0][:300])}</li>"
+        f"({_esc(r['task'])} · {_esc(r['preset'])}): {_esc(_first_line(r['error']))}</li>"
         for _, r in bad.iterrows())
     return f"<h2>Failed runs</h2><ul>{items}</ul>"
 
@@ -60,10 +66,10 @@ def failed_list(runs: pd.DataFrame) -> str:
 def page(title: str, meta: list[str], sections: list[tuple[str, pd.DataFrame, list[Fig]]],
          shift_figs: list[Fig], runs: pd.DataFrame) -> str:
     """Assemble the page: per group a table, its legend and its figures; then shift plots and run list."""
-    legend = '<ul class="legend">' + "".join(f"<li>{_esc(x)}</li>" for x in LEGEND) + "</ul>"
     parts = [f"<h1>{_esc(title)}</h1>", '<p class="meta">' + "<br>".join(_esc(m) for m in meta) + "</p>"]
     for name, group, figs in sections:
-        parts += [f"<h2>{_esc(name)}</h2>", f'<div class="scroll">{html_table(group)}</div>', legend]
+        notes = '<ul class="legend">' + "".join(f"<li>{_esc(x)}</li>" for x in legend(group)) + "</ul>"
+        parts += [f"<h2>{_esc(name)}</h2>", f'<div class="scroll">{html_table(group)}</div>', notes]
         pc = per_class(group)
         if pc is not None:
             parts += ["<h3>Per-class one-vs-rest AUROC (hard test)</h3>", html_table(group, pc)]

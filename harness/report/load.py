@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import BadInput
+from harness.report import roles
 from harness.store import Store
 
 GROUP = ["task", "preset", "shift"]
@@ -58,6 +59,7 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
     runs["shift"] = [_shift(c) for c in runs["config"]]
     for col in ("oracle", "uses_target_labels"):
         runs[col] = runs[col].fillna(0).astype(int).astype(bool)
+    runs = roles.normalise(runs)
     runs["seconds"] = pd.to_numeric(runs["seconds"], errors="coerce")
     if task is not None:
         if task not in set(runs["task"]):

@@ -1,4 +1,5 @@
-"""Figures of what a model sees: a 2-D view of its embeddings, and its most and least lens-like test images."""
+"""Figures of what a model sees: a 2-D view of its embeddings, and its most and least lens-like test images
+(drawn by the shared `harness.render` contact sheet)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 
+from harness import render
+from harness.render import Tile
 from harness.report.style import CLASS_MARKERS, DOMAIN_COLOURS, DOMAIN_NAMES, style
 
 MAX_POINTS = 2000
@@ -51,7 +54,8 @@ def embedding(panels: list[tuple[str, dict[str, np.ndarray]]]) -> Figure:
                 for d in sorted(np.unique(dom)):
                     s = (lab == k) & (dom == d)
                     ax.scatter(xy[s, 0], xy[s, 1], s=14, alpha=0.55, lw=0.3, edgecolor="white",
-                               c=[DOMAIN_COLOURS.get(d, "0.4")], marker=CLASS_MARKERS[int(k) % len(CLASS_MARKERS)])
+                               c=[DOMAIN_COLOURS.get(d, "0.4")],
+                               marker=CLASS_MARKERS[int(k) % len(CLASS_MARKERS)])
             ev = pca.explained_variance_ratio_ * 100
             ax.set(xlabel=f"PC1 ({ev[0]:.0f}% of variance)", ylabel=f"PC2 ({ev[1]:.0f}% of variance)")
             ax.set_title(f"{title}  ({len(idx)} points)", loc="left")
@@ -64,29 +68,6 @@ def embedding(panels: list[tuple[str, dict[str, np.ndarray]]]) -> Figure:
     return fig
 
 
-def rgb(img: np.ndarray) -> np.ndarray:
-    """(C, H, W) → (H, W, 3) in [0, 1]: bands g, r, i shown as B, G, R with an asinh stretch.
-
-    Sky is removed per band (median), and the stretch is set per image so faint arcs stay visible
-    next to a bright lens galaxy.
-    """
-    x = np.asarray(img, dtype=np.float64)
-    if x.ndim == 2:
-        x = x[None]
-    x = x - np.median(x, axis=(1, 2), keepdims=True)
-    if x.shape[0] >= 3:
-        x = x[[2, 1, 0]]
-    elif x.shape[0] == 2:
-        x = np.stack([x[1], x.mean(0), x[0]])
-    else:
-        x = np.repeat(x, 3, axis=0)
-    top = np.percentile(x, 99.5)
-    top = top if top > 0 else (np.abs(x).max() or 1.0)
-    soft = 0.1 * top
-    out = np.arcsinh(np.clip(x, 0, None) / soft) / np.arcsinh(top / soft)
-    return np.clip(out, 0, 1).transpose(1, 2, 0)
-
-
 def contact_sheet(z: dict[str, np.ndarray], title: str, per_row: int = 8) -> Figure:
     """The hard-test images a model ranks highest and lowest; red titles are its mistakes."""
     images, score, lab = z["images"], np.asarray(z["score"], dtype=float), np.asarray(z["label"]).astype(int)
@@ -96,28 +77,15 @@ def contact_sheet(z: dict[str, np.ndarray], title: str, per_row: int = 8) -> Fig
     else:
         top = np.arange(n) < n // 2
     names = _class_names(lab)
-    sections = [("highest-ranked (most lens-like)", np.flatnonzero(top)),
-                ("lowest-ranked (least lens-like)", np.flatnonzero(~top))]
-    sections = [(s, i) for s, i in sections if len(i)]
-    cols = min(per_row, max(len(i) for _, i in sections))
-    rows_per = [int(np.ceil(len(i) / cols)) for _, i in sections]
+    binary = set(names) <= {0, 1}
+
+    def tiles(idx: np.ndarray, is_top: bool) -> list[Tile]:
+        wrong = (lab[idx] != 1) if is_top else (lab[idx] == 1)
+        return [Tile(images[i], f"{score[i]:.2f} · {names.get(lab[i], lab[i])}",
+                     "#c0392b" if w and binary else "0.15") for i, w in zip(idx, wrong)]
+
+    sections = [("highest-ranked (most lens-like)", tiles(np.flatnonzero(top), True)),
+                ("lowest-ranked (least lens-like)", tiles(np.flatnonzero(~top), False))]
     with style():
-        fig = Figure(figsize=(1.55 * cols, 1.8 * sum(rows_per) + 0.6))
-        grid = fig.subplots(sum(rows_per), cols, squeeze=False)
-        for ax in grid.ravel():
-            ax.set_axis_off()
-        row0 = 0
-        for (name, idx), nr in zip(sections, rows_per):
-            is_top = name.startswith("highest")
-            for j, i in enumerate(idx):
-                ax = grid[row0 + j // cols, j % cols]
-                ax.imshow(rgb(images[i]), interpolation="nearest")
-                wrong = (lab[i] != 1) if is_top else (lab[i] == 1)
-                ax.set_title(f"{score[i]:.2f} · {names.get(lab[i], lab[i])}", fontsize=8,
-                             color="#c0392b" if wrong and set(names) <= {0, 1} else "0.15")
-            grid[row0, 0].text(-0.08, 0.5, name, transform=grid[row0, 0].transAxes, rotation=90,
-                               ha="right", va="center", fontsize=8)
-            row0 += nr
-        fig.suptitle(f"{title}: score · true label (red = ranked wrongly)", x=0.01, ha="left", fontsize=10)
-        fig.subplots_adjust(wspace=0.05, hspace=0.3)
-    return fig
+        return render.contact_sheet(sections, f"{title}: score · true label (red = ranked wrongly)",
+                                    per_row=per_row)

@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from harness.report.style import BASELINE, ORACLE, line_style, style
+from harness.report import roles
+from harness.report.style import BASELINE_GREY, ORACLE_GREY, line_style, style
 from harness.report.tables import HEADLINE, label
 
 FPR_GRID = np.unique(np.concatenate([[0.0], np.logspace(-4, 0, 240), np.linspace(0, 1, 201)]))
@@ -59,7 +60,8 @@ def roc(group: pd.DataFrame, curves: dict[str, list[np.ndarray]], colours: dict,
                 continue
             t = np.vstack(runs)
             ls = line_style(r["oracle"], r["uses_target_labels"])
-            name = f"{label(r)}  AUROC {r[HEADLINE]:.3f}" + (f"  ({len(runs)} seeds)" if len(runs) > 1 else "")
+            seeds = f"  ({len(runs)} seeds)" if len(runs) > 1 else ""
+            name = f"{label(r)}  AUROC {r[HEADLINE]:.3f}{seeds}"
             for a in (ax, ins):
                 a.plot(FPR_GRID, t.mean(0), ls=ls, lw=1.8, color=colours[r["method"]],
                        label=name if a is ax else None)
@@ -92,7 +94,8 @@ def _hbar_setup(group: pd.DataFrame) -> tuple[Figure, object, np.ndarray]:
 
 
 def auroc_bars(group: pd.DataFrame, colours: dict) -> Figure:
-    """Hard-test AUROC per method with its 95% interval; filled dots for intervals over seeds."""
+    """Hard-test AUROC per method with its 95% interval; filled dots for intervals over seeds, a dashed
+    line at the group's baseline (its baseline-role run)."""
     g = group[np.isfinite(group[HEADLINE])]
     with style():
         fig, ax, y = _hbar_setup(g)
@@ -104,10 +107,11 @@ def auroc_bars(group: pd.DataFrame, colours: dict) -> Figure:
                         mfc=colours[r["method"]] if filled else "white", mew=1.6)
             ax.annotate(f"{m:.3f}", (hi if err else m, yi), xytext=(6, 0), textcoords="offset points",
                         va="center", fontsize=8, color="0.3")
-        base = g.loc[g["method"] == "source_only", HEADLINE]
-        if len(base):
-            ax.axvline(base.iloc[0], color=BASELINE, ls="--", lw=1, zorder=0)
-        ax.set_xlabel("hard-test AUROC (95% interval; filled = over seeds, open = bootstrap over test images)")
+        base = roles.reference(group, roles.BASELINE)
+        if base is not None and np.isfinite(base[HEADLINE]):
+            ax.axvline(base[HEADLINE], color=BASELINE_GREY, ls="--", lw=1, zorder=0)
+        ax.set_xlabel("hard-test AUROC (95% interval; filled = over seeds, "
+                      "open = bootstrap over test images)")
         ax.set_title("AUROC by method", loc="left")
         lo = np.nanmin(g[[HEADLINE, f"{HEADLINE}.low"]].to_numpy())
         ax.set_xlim(max(0.0, lo - 0.05), 1.0 + 0.04)
@@ -115,7 +119,8 @@ def auroc_bars(group: pd.DataFrame, colours: dict) -> Figure:
 
 
 def gap_bars(group: pd.DataFrame, colours: dict) -> Figure:
-    """Share of the source→oracle AUROC gap each method closes; 0% = source_only, 100% = oracle."""
+    """Share of the baseline→oracle AUROC gap each method closes; 0% = the group's baseline-role run,
+    100% = its oracle-role run (named on the axis)."""
     g = group[np.isfinite(group["gap_closed"])]
     with style():
         fig, ax, y = _hbar_setup(g)
@@ -125,10 +130,11 @@ def gap_bars(group: pd.DataFrame, colours: dict) -> Figure:
         ax.barh(y, vals, color=[colours[m] for m in g["method"]], height=0.6, alpha=0.85)
         ax.errorbar(vals[has], y[has], xerr=[vals[has] - lo[has], hi[has] - vals[has]], fmt="none",
                     ecolor="0.25", capsize=3, lw=1)
-        ax.axvline(0, color=BASELINE, lw=1)
-        ax.axvline(100, color=ORACLE, lw=1, ls="--")
-        ax.set_xlabel("gap closed (%): 0 = source_only, 100 = oracle; bars = method's own AUROC interval")
-        ax.set_title("Source → oracle gap closed", loc="left")
+        ax.axvline(0, color=BASELINE_GREY, lw=1)
+        ax.axvline(100, color=ORACLE_GREY, lw=1, ls="--")
+        base, top = g["gap_baseline"].iloc[0], g["gap_oracle"].iloc[0]
+        ax.set_xlabel(f"gap closed (%): 0 = {base}, 100 = {top}; bars = method's own AUROC interval")
+        ax.set_title("Baseline → oracle gap closed", loc="left")
     return fig
 
 

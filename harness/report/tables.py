@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.report import roles
 from harness.report.load import GROUP, Selection, latest_ok
 
 HEADLINE = "hard_test.auroc"
@@ -22,15 +23,24 @@ ORACLE_MARK, LABELS_MARK = "†", "‡"
 PRESET_ORDER = {"full": 0, "demo": 1, "smoke": 2}  # biggest (most trustworthy) runs first
 SPLIT_ORDER = {"hard_test": 0, "easy_val": 1, "hard_pool": 2, "ssl": 3}
 
-LEGEND = [
-    (f"{ORACLE_MARK} oracle: trained on the hard domain's labels; {LABELS_MARK} uses the 20% labelled "
-     "hard split. Both use hard labels — not an unsupervised result."),
-    ("Intervals are 95%: a t-interval over per-seed values when a method has 3 or more seeds "
-     f"(\"{OVER_SEEDS}\"), otherwise the mean of the per-run bootstrap intervals (\"{BOOTSTRAP}\")."),
-    ("Gap closed = (AUROC − AUROC of source_only) / (AUROC of oracle − AUROC of source_only); "
-     "blank when the group has no source_only or no oracle run."),
-    "TPR0: true-positive rate at zero false positives; TPR10: at ten false positives (Bologna challenge).",
-]
+
+
+def legend(rows: pd.DataFrame) -> list[str]:
+    """The notes under a table of `rows` (one group or the whole summary), naming the reference runs
+    that gap closed used there."""
+    base = sorted(set(rows["gap_baseline"]) - {""}) or ["none"]
+    top = sorted(set(rows["gap_oracle"]) - {""}) or ["none"]
+    return [
+        (f"{ORACLE_MARK} oracle: trained on the hard domain's labels; {LABELS_MARK} uses the 20% labelled "
+         "hard split. Both use hard labels — not an unsupervised result."),
+        ("Intervals are 95%: a t-interval over per-seed values when a method has 3 or more seeds "
+         f"(\"{OVER_SEEDS}\"), otherwise the mean of the per-run bootstrap intervals (\"{BOOTSTRAP}\")."),
+        ("Gap closed = (AUROC − AUROC of the baseline) / (AUROC of the oracle − AUROC of the baseline), "
+         f"baseline: {', '.join(base)}; oracle: {', '.join(top)} (the runs whose stored role says so); "
+         "blank when the group has no baseline or no oracle run."),
+        ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
+         "(Bologna challenge)."),
+    ]
 
 
 def interval(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:
@@ -72,6 +82,7 @@ def summarise(sel: Selection) -> pd.DataFrame:
                   & (ok["method"] == method)]
         failed_seeds = set(runs.loc[runs["status"] != "ok", "seed"]) - set(mine["seed"])
         row = {"task": task, "preset": preset, "shift": float(shift), "method": method,
+               "role": str(runs["role"].iloc[-1]),  # the latest run's: runs come in time order
                "oracle": bool(runs["oracle"].any()),
                "uses_target_labels": bool(runs["uses_target_labels"].any()),
                "n_seeds": len(mine), "n_failed": len(failed_seeds),
@@ -96,12 +107,17 @@ def summarise(sel: Selection) -> pd.DataFrame:
 
 
 def _finish_group(g: pd.DataFrame) -> pd.DataFrame:
-    """Gap closed, seed notes and the AUROC sort order, all relative to the rest of the group."""
+    """Gap closed, seed notes and the AUROC sort order, all relative to the rest of the group.
+
+    Gap closed runs from the group's baseline-role run (0) to its oracle-role run (1); the two
+    method names are kept in `gap_baseline` / `gap_oracle` ("" when the group has none).
+    """
     g = g.copy()
-    auc = g.set_index("method")[HEADLINE]
-    oracle = g.loc[g["oracle"], "method"].tolist()
-    base = auc.get("source_only", math.nan)
-    top = auc.get("oracle", auc.get(oracle[0], math.nan) if oracle else math.nan)
+    base_row, top_row = roles.reference(g, roles.BASELINE), roles.reference(g, roles.ORACLE)
+    base = math.nan if base_row is None else base_row[HEADLINE]
+    top = math.nan if top_row is None else top_row[HEADLINE]
+    g["gap_baseline"] = "" if base_row is None else base_row["method"]
+    g["gap_oracle"] = "" if top_row is None else top_row["method"]
     den = top - base
     usable = np.isfinite(den) and abs(den) > 1e-9
     for suffix in ("", ".low", ".high"):
@@ -211,8 +227,9 @@ def markdown(summary: pd.DataFrame) -> str:
         pc = per_class(g)
         if pc is not None:
             lines += ["Per-class one-vs-rest AUROC (hard test):", "", _md_row(pc.columns),
-                      _md_row(["---"] * len(pc.columns)), *(_md_row(r) for r in pc.itertuples(index=False)), ""]
-    lines += [f"- {x}" for x in LEGEND]
+                      _md_row(["---"] * len(pc.columns)),
+                      *(_md_row(r) for r in pc.itertuples(index=False)), ""]
+    lines += [f"- {x}" for x in legend(summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +275,8 @@ def _fixed(row: tuple[str, ...], widths: list[int]) -> str:
 
 def results_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine table: identification columns, then every metric's mean/low/high."""
-    ident = ["task", "preset", "shift", "method", "oracle", "uses_target_labels", "n_seeds", "n_failed",
-             "seeds_list", "interval", "seconds_mean", "gap_closed", "gap_closed.low", "gap_closed.high"]
+    ident = ["task", "preset", "shift", "method", "role", "oracle", "uses_target_labels", "n_seeds",
+             "n_failed", "seeds_list", "interval", "seconds_mean", "gap_closed", "gap_closed.low",
+             "gap_closed.high"]
     rest = [c for c in summary.columns if "." in c and not c.startswith("gap_closed")]
     return summary[ident + rest].rename(columns={"seeds_list": "seeds"})
