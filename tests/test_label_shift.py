@@ -28,7 +28,7 @@ def test_hand_computed_example() -> None:
 
 def test_recovers_a_quarter_lens_fraction_where_naive_counting_does_not() -> None:
     rng = np.random.default_rng(0)
-    src = (rng.random(4000) < 0.5).astype(int)
+    src = (rng.random(40000) < 0.5).astype(int)
     tgt = (rng.random(20000) < 0.25).astype(int)
     val_pred, tgt_pred = _classifier(src, 0.7, 0.8, rng), _classifier(tgt, 0.7, 0.8, rng)
     est = bbse(val_pred, src, tgt_pred, 2)
