@@ -8,8 +8,12 @@ a method owns only its losses and optimisers (as in DomainBed's `algorithms.py`)
     class MyMethod(AdaptationMethod):
         name = "my_method"
         hparams = {"lr": 1e-3}
-        def setup(self, ctx): ...
-        def update(self, src, tgt, step): ...   # returns {"loss": ...}
+        def setup(self, ctx):
+            super().setup(ctx)                  # self.model, self.hp, self.ctx
+            self.opt = ctx.optimizer(self.model.parameters())
+        def update(self, src, tgt, step):
+            ...
+            return scalars(loss=loss)           # {"loss": float}, one device sync
 
 Methods import only this module (and the leaf `harness.errors`). Discovery lives in
 `harness.registry`; third-party packages add methods through the `harness.methods` entry-point group.
@@ -35,12 +39,28 @@ __all__ = [
     "adamw",
     "knn_search",
     "register",
+    "scalars",
 ]
 
 
 def adamw(params, device: torch.device, lr: float, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
     """AdamW, with the fused kernel on CUDA: the one optimiser rule of every stage and method."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if device.type == "cuda" else None)
+    fused = True if device.type == "cuda" else None
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def scalars(**values: Tensor | float) -> dict[str, float]:
+    """The floats `update` returns, read back with one device sync instead of one `.item()` per term.
+
+    Tensors (0-dim) are detached; Python numbers join them as float32, so every value has one precision.
+    """
+    if not values:
+        return {}
+    device = next((v.device for v in values.values() if isinstance(v, Tensor)), None)
+    stacked = torch.stack([v.detach().float() if isinstance(v, Tensor)
+                           else torch.tensor(float(v), dtype=torch.float32, device=device)
+                           for v in values.values()])
+    return dict(zip(values, stacked.tolist()))
 
 
 @dataclass
@@ -114,7 +134,8 @@ class AdaptContext:
 class AdaptationMethod(nn.Module):
     """Base class. Subclasses set `name`, optionally `hparams`, and implement setup/update.
 
-    `predict` and `features` default to the lens finder held in `self.model` (set in setup).
+    `setup` here stores `self.model`, `self.hp` (the merged hparams) and `self.ctx`; `predict` and
+    `features` default to the lens finder held in `self.model`.
     """
 
     name: ClassVar[str] = ""
@@ -126,10 +147,18 @@ class AdaptationMethod(nn.Module):
     role: ClassVar[str] = "method"               # method | baseline | control | oracle: how tables mark it
 
     model: nn.Module
+    hp: dict[str, Any]
+    ctx: AdaptContext
 
     def setup(self, ctx: AdaptContext) -> None:
-        """Build heads and optimisers; the default keeps the start model."""
+        """Keep the start model, this run's hyper-parameters and the context; subclasses call it first.
+
+        `self.model` is registered as a submodule (its weights are the method's state); `self.hp` and
+        `self.ctx` are plain attributes, never part of `state_dict()` (checkpoints are state_dicts).
+        """
         self.model = ctx.model
+        self.hp = dict(ctx.hparams)
+        self.ctx = ctx
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
         """One optimisation step; returns scalars to log."""

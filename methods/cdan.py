@@ -3,6 +3,7 @@
 Why: aligning the marginal p(z) can mix lenses with non-lenses; conditioning the discriminator on
 the classifier output (multilinear map z ⊗ softmax, randomised by pytorch-adapt's
 `RandomizedDotProduct`) aligns the joint instead. Entropy conditioning up-weights confident samples.
+The adversarial step itself is shared with DANN in `methods/_adversarial.py`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from pytorch_adapt.layers import RandomizedDotProduct
 from torch import Tensor
 
 from harness.api import AdaptContext, register
-from methods.dann import DANN
+from methods._adversarial import ADVERSARIAL_HPARAMS, DomainAdversarial
 
 
 @register
-class CDAN(DANN):
+class CDAN(DomainAdversarial):
     """Conditional adversarial adaptation with randomised multilinear conditioning and entropy weights."""
 
     name = "cdan"
     hparams: ClassVar[dict[str, Any]] = {
-        **DANN.hparams,
+        **ADVERSARIAL_HPARAMS,
         "rand_dim": 512,        # output dim of the randomised multilinear map
         "entropy_weight": True,  # CDAN+E: weight samples by 1 + exp(-entropy)
     }

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_adapt.layers import MCCLoss
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, register
+from harness.api import AdaptationMethod, AdaptContext, Batch, register, scalars
 
 
 @register
@@ -29,11 +29,9 @@ class MCC(AdaptationMethod):
     }
 
     def setup(self, ctx: AdaptContext) -> None:
-        self.model = ctx.model
-        self.hp = dict(ctx.hparams)
+        super().setup(ctx)
         self.mcc = MCCLoss(T=float(self.hp["temperature"]))
-        self.opt = ctx.optimizer(self.model.parameters(), lr=self.hp["lr"],
-                                 weight_decay=self.hp["weight_decay"])
+        self.opt = ctx.optimizer(self.model.parameters())  # AdamW at hparams' lr and weight_decay
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
         b = len(src)
@@ -45,5 +43,4 @@ class MCC(AdaptationMethod):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        vals = torch.stack([loss.detach(), cls.detach(), mcc.detach()]).tolist()
-        return dict(zip(("loss", "cls", "mcc"), vals))
+        return scalars(loss=loss, cls=cls, mcc=mcc)

@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 
 import torch.nn.functional as F
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, register
+from harness.api import AdaptationMethod, AdaptContext, Batch, register, scalars
 
 
 @register
@@ -18,7 +18,7 @@ class Oracle(AdaptationMethod):
     hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
 
     def setup(self, ctx: AdaptContext) -> None:
-        self.model = ctx.model
+        super().setup(ctx)
         self.opt = ctx.optimizer(self.model.parameters())
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
@@ -26,4 +26,4 @@ class Oracle(AdaptationMethod):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {"loss": loss.item()}
+        return scalars(loss=loss)

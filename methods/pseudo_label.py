@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, register
+from harness.api import AdaptationMethod, AdaptContext, Batch, register, scalars
 
 
 def unlabelled_loss(strong_logits: Tensor, probs: Tensor, threshold: float | Tensor) -> tuple[Tensor, Tensor]:
-    """CE of the strong view against argmax(probs), kept where max(probs) >= threshold.
+    """CE of the strong view against argmax(probs) where max(probs) >= threshold; returns (loss, mask).
 
-    Averaged over the whole batch (AdaMatch), so a batch with nothing above threshold gives exactly
-    0 and no gradient. Returns (loss, mask).
-    """
+    Averaged over the whole batch (AdaMatch): nothing above threshold gives exactly 0 and no gradient."""
     conf, pseudo = probs.detach().max(dim=1)
     mask = (conf >= threshold).float()
     per_sample = F.cross_entropy(strong_logits.float(), pseudo, reduction="none")
@@ -41,45 +39,40 @@ class PseudoLabel(AdaptationMethod):
 
     name = "pseudo_label"
     hparams: ClassVar[dict[str, Any]] = {
-        "lr": 3e-4,
-        "weight_decay": 1e-4,
+        "lr": 3e-4, "weight_decay": 1e-4,
         "tau": 0.9,             # relative confidence threshold (x mean source confidence)
         "unlabelled_weight": 1.0,  # mu_max
         "dist_momentum": 0.99,  # EMA of source / target class distributions for alignment
-        "labelled_weight": 1.0,  # pseudo_label_semi only: CE weight on the 20% labelled split
     }
 
     def setup(self, ctx: AdaptContext) -> None:
-        self.model = ctx.model
-        self.hp = dict(ctx.hparams)
-        self.steps = max(1, ctx.steps)
-        self.augment = ctx.augment
-        k = int(ctx.num_classes)
-        self.register_buffer("p_src", torch.full((k,), 1.0 / k, device=ctx.device))
-        self.register_buffer("p_tgt", torch.full((k,), 1.0 / k, device=ctx.device))
-        self.opt = ctx.optimizer(self.model.parameters(), lr=self.hp["lr"],
-                                 weight_decay=self.hp["weight_decay"])
-        # Only the semi-supervised variant may look at the labelled split.
-        self.labelled = ctx.labelled if self.uses_target_labels else None
-        self.batch_size, self.generator = ctx.batch_size, ctx.generator
+        super().setup(ctx)
+        self.steps, k = max(1, ctx.steps), int(ctx.num_classes)
+        for buffer in ("p_src", "p_tgt"):  # class distributions (EMA) of source and target predictions
+            self.register_buffer(buffer, torch.full((k,), 1.0 / k, device=ctx.device))
+        self.opt = ctx.optimizer(self.model.parameters())  # AdamW at hparams' lr and weight_decay
 
     def labelled_batch(self) -> Batch | None:
-        return None
+        """A weakly augmented batch of the 20% labelled split; only the semi-supervised variant reads it."""
+        if not self.uses_target_labels or (labelled := self.ctx.labelled) is None or len(labelled) == 0:
+            return None
+        b = labelled.sample(self.ctx.batch_size, generator=self.ctx.generator)
+        b.images = self.ctx.augment(b.images, "weak")
+        return b
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
         lab = self.labelled_batch()
         parts = [src] + ([lab] if lab is not None else [])
-        strong = self.augment(tgt.images, "strong")
-        images = torch.cat([p.images for p in parts] + [tgt.images, strong])
+        images = torch.cat([p.images for p in parts] + [tgt.images, self.ctx.augment(tgt.images, "strong")])
         catalog = torch.cat([p.catalog for p in parts] + [tgt.catalog, tgt.catalog])
         logits = self.model(images, catalog).float()
         n_lab, bt = sum(len(p) for p in parts), len(tgt)
         src_logits, tgt_weak, tgt_strong = logits[:len(src)], logits[n_lab:n_lab + bt], logits[n_lab + bt:]
-
         cls = F.cross_entropy(src_logits, src.labels)
-        sup = torch.zeros((), device=logits.device)
-        if lab is not None:
+        sup, sup_total = torch.zeros((), device=logits.device), cls
+        if lab is not None:  # the semi-supervised variant: CE on the labelled split too
             sup = F.cross_entropy(logits[len(src):n_lab], lab.labels)
+            sup_total = cls + self.hp["labelled_weight"] * sup
         with torch.no_grad():
             ps, pt = src_logits.softmax(1), tgt_weak.softmax(1)
             m = float(self.hp["dist_momentum"])
@@ -89,14 +82,12 @@ class PseudoLabel(AdaptationMethod):
             aligned = aligned / aligned.sum(1, keepdim=True)
             threshold = self.hp["tau"] * ps.max(1).values.mean()
         unl, mask = unlabelled_loss(tgt_strong, aligned, threshold)
-        mu = self.hp["unlabelled_weight"] * warmup(step / self.steps)
-        loss = cls + self.hp["labelled_weight"] * sup + mu * unl
+        loss = sup_total + self.hp["unlabelled_weight"] * warmup(step / self.steps) * unl
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        vals = torch.stack([loss.detach(), cls.detach(), sup.detach(), unl.detach(),
-                            mask.mean(), threshold.float()]).tolist()
-        return dict(zip(("loss", "cls", "labelled", "unlabelled", "mask_rate", "threshold"), vals))
+        return scalars(loss=loss, cls=cls, labelled=sup, unlabelled=unl, mask_rate=mask.mean(),
+                       threshold=threshold)
 
 
 @register
@@ -105,10 +96,4 @@ class PseudoLabelSemi(PseudoLabel):
 
     name = "pseudo_label_semi"
     uses_target_labels = True
-
-    def labelled_batch(self) -> Batch | None:
-        if self.labelled is None or len(self.labelled) == 0:
-            return None
-        b = self.labelled.sample(self.batch_size, generator=self.generator)
-        b.images = self.augment(b.images, "weak")
-        return b
+    hparams: ClassVar[dict[str, Any]] = {**PseudoLabel.hparams, "labelled_weight": 1.0}  # CE on the 20% split

@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 
 import torch.nn.functional as F
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, register
+from harness.api import AdaptationMethod, AdaptContext, Batch, register, scalars
 
 
 @register
@@ -16,15 +16,13 @@ class TargetLabelled(AdaptationMethod):
     hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
 
     def setup(self, ctx: AdaptContext) -> None:
-        self.model = ctx.model
-        self.labelled = ctx.labelled
-        self.batch_size, self.g, self.augment = ctx.batch_size, ctx.generator, ctx.augment
+        super().setup(ctx)
         self.opt = ctx.optimizer(self.model.parameters())
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
-        b = self.labelled.sample(self.batch_size, self.g)
-        loss = F.cross_entropy(self.model(self.augment(b.images, "weak"), b.catalog), b.labels)
+        b = self.ctx.labelled.sample(self.ctx.batch_size, self.ctx.generator)
+        loss = F.cross_entropy(self.model(self.ctx.augment(b.images, "weak"), b.catalog), b.labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {"loss": loss.item()}
+        return scalars(loss=loss)

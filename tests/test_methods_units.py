@@ -1,20 +1,46 @@
-"""Unit checks for the adaptation methods on a tiny hand-built context (CPU, a few seconds)."""
+"""Unit checks for the adaptation methods on a tiny hand-built context (CPU, a few seconds).
+
+The per-method checks are parametrised over the registry (as DomainBed's test_models.py is over
+its algorithm list), so a new file in `methods/` gets them with no edit here; each check applies
+only where the method's flags say it can (`train_model`, `uses_target_labels`, `oracle`).
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.api import AdaptationMethod, AdaptContext, DomainData
+from harness.api import AdaptationMethod, AdaptContext, DomainData, scalars
 from harness.models.finder import LensFinder
 from harness.neighbours import faiss_available, knn_search
-from harness.registry import get_method
+from harness.registry import all_methods, get_method
 
-METHODS = ["dann", "cdan", "mcc", "pseudo_label", "pseudo_label_semi", "contrastive_knn"]
 B, STEPS = 8, 5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def registered(trained: bool | None = None) -> list[str]:
+    """Names of the registered methods (optionally only those whose `train_model` is `trained`)."""
+    return [n for n, c in all_methods().items() if trained is None or c.train_model is trained]
+
+
+# (uses_target_labels, oracle) of the shipped methods: these flags decide a method's row in the tables
+# ("unsupervised DA" or not), so flipping one is a test failure. A new method's flags are its own claim;
+# test_target_labels_only_where_declared checks it keeps to them.
+SHIPPED_FLAGS = {
+    "cdan": (False, False), "contrastive_knn": (False, False), "dann": (False, False), "mcc": (False, False),
+    "oracle": (True, True), "pseudo_label": (False, False), "pseudo_label_semi": (True, False),
+    "source_only": (False, False), "target_labelled": (True, False),
+}
 
 
 class Tripwire:
@@ -40,11 +66,12 @@ def weak(x: torch.Tensor, strength: str = "weak") -> torch.Tensor:
 
 
 def make_ctx(cls: type[AdaptationMethod], **overrides) -> AdaptContext:
+    """As the pipeline builds it: the labelled split only where declared, pool labels only for oracles."""
     torch.manual_seed(0)
-    labelled = domain(24, True, 3, shift=0.5) if cls.uses_target_labels else Tripwire()
+    labelled = domain(24, True, 3, shift=0.5) if cls.uses_target_labels or cls.oracle else Tripwire()
     return AdaptContext(
         model=LensFinder("small", 3, n_features=4), source=domain(64, True, 1),
-        target=domain(40, False, 2, shift=0.5), labelled=labelled, device=torch.device("cpu"),
+        target=domain(40, cls.oracle, 2, shift=0.5), labelled=labelled, device=torch.device("cpu"),
         steps=STEPS, batch_size=B, num_classes=2, seed=0, hparams={**cls.hparams, **overrides},
         augment=weak, generator=torch.Generator().manual_seed(0), log=lambda s: None)
 
@@ -57,20 +84,30 @@ def run_method(name: str, steps: int = STEPS, **overrides) -> tuple[AdaptationMe
     method.train()
     method.on_epoch_start(0)
     logs = []
-    for step in range(steps):
+    for step in range(steps if cls.train_model else 0):
         src, tgt = ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator)
-        assert tgt.labels is None
+        assert (tgt.labels is None) is not cls.oracle
         with ctx.autocast():
             logs.append(method.update(src, tgt, step))
     return method, logs
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", registered())
 def test_update_runs_finite_and_trains(name: str) -> None:
     cls = get_method(name)
     ctx = make_ctx(cls)
     method = cls()
     method.setup(ctx)
+    assert method.model is ctx.model and method.ctx is ctx and method.hp == ctx.hparams  # base setup ran
+    # checkpoints are state_dicts: the context and hparams are plain attributes, never state
+    tops = {k.split(".")[0] for k in method.state_dict()}
+    own = {*dict(method.named_children()), *dict(method.named_buffers(recurse=False))}
+    assert "model" in tops and tops <= own
+    assert not tops & {"ctx", "hp"}
+    if not cls.train_model:  # the harness never calls update(); the start model must still predict
+        logits = method.predict(ctx.target.batch(torch.arange(4)))
+        assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+        return
     before = {k: v.detach().clone() for k, v in method.model.named_parameters()}
     method.on_epoch_start(0)
     for step in range(STEPS):
@@ -83,16 +120,67 @@ def test_update_runs_finite_and_trains(name: str) -> None:
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", METHODS)
+def test_shipped_methods_declare_their_label_use() -> None:
+    """Among the shipped methods only pseudo_label_semi, target_labelled and oracle see target labels."""
+    assert set(SHIPPED_FLAGS) <= set(registered())
+    for name, flags in SHIPPED_FLAGS.items():
+        cls = get_method(name)
+        assert (cls.uses_target_labels, cls.oracle) == flags, name
+    unsupervised = [n for n, (labels, oracle) in SHIPPED_FLAGS.items() if not labels and not oracle]
+    assert "pseudo_label" in unsupervised and "labelled_weight" not in get_method("pseudo_label").hparams
+    assert "labelled_weight" in get_method("pseudo_label_semi").hparams
+
+
+@pytest.mark.parametrize("name", registered())
 def test_target_labels_only_where_declared(name: str) -> None:
     cls = get_method(name)
-    expected = name == "pseudo_label_semi"
-    assert cls.uses_target_labels is expected and not cls.oracle
-    run_method(name, steps=2)  # the Tripwire in ctx.labelled fails any access by the others
+    assert not cls.oracle or cls.uses_target_labels  # an oracle always counts as label-using
+    run_method(name, steps=2)  # the Tripwire in ctx.labelled fails any access by the undeclared
+
+
+def readme_example() -> str:
+    """The complete example method of methods/README.md (kept runnable by the test below)."""
+    section = (ROOT / "methods" / "README.md").read_text().split("## A complete new method", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def test_a_new_method_file_is_listed_and_checked_with_no_test_edit(tmp_path: Path) -> None:
+    """The README's example saved in a copy of `methods/` is registered and gets every per-method check."""
+    assert "example_probe" not in registered(), "the probe name must be new"
+    pkg = tmp_path / "methods"
+    shutil.copytree(ROOT / "methods", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "example_probe.py").write_text(readme_example().replace('"entropy_min"', '"example_probe"'))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    listed = run("-c", "import methods; from harness.registry import all_methods; "
+                       "print(methods.__file__, *all_methods())")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(str(pkg)) and "example_probe" in listed.stdout.split()
+    smoke = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                str(ROOT / "tests" / "test_methods_smoke.py"))
+    assert "test_method_runs_on_smoke_preset[example_probe]" in smoke.stdout, smoke.stdout + smoke.stderr
+    units = run("-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", "-k", "example_probe",
+                str(ROOT / "tests" / "test_methods_units.py"))
+    assert units.returncode == 0, units.stdout + units.stderr
+    passed = set(re.findall(r"PASSED \S+::(\w+)\[example_probe\]", units.stdout))
+    assert passed == {"test_update_runs_finite_and_trains", "test_target_labels_only_where_declared",
+                      "test_update_under_bf16_autocast"}, units.stdout
+
+
+def test_scalars_reads_tensors_and_numbers_as_float32() -> None:
+    loss = torch.tensor(1.0 / 3.0, requires_grad=True) * 1.0
+    out = scalars(loss=loss, rate=torch.tensor(0.25, dtype=torch.bfloat16), lam=0.1)
+    assert list(out) == ["loss", "rate", "lam"] and all(type(v) is float for v in out.values())
+    assert out == {"loss": torch.tensor(1.0 / 3.0).item(), "rate": 0.25, "lam": torch.tensor(0.1).item()}
+    assert scalars() == {}
 
 
 def test_gradient_reversal_flips_feature_gradient() -> None:
-    from methods.dann import grl_lambda
+    from methods._adversarial import grl_lambda
 
     method = get_method("dann")()
     method.setup(make_ctx(get_method("dann")))
@@ -172,7 +260,7 @@ def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
     assert not (neigh == rows[:, None]).any()                  # nobody is its own neighbour
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", registered(trained=True))
 def test_update_under_bf16_autocast(name: str) -> None:
     """The harness runs update() (and we run bank refreshes) under bf16 autocast on capable CPUs."""
     cls = get_method(name)
@@ -182,6 +270,7 @@ def test_update_under_bf16_autocast(name: str) -> None:
     method.setup(ctx)
     method.on_epoch_start(0)
     for step in range(2):
+        src, tgt = ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator)
         with ctx.autocast():
-            out = method.update(ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator), step)
+            out = method.update(src, tgt, step)
         assert all(torch.isfinite(torch.tensor(v)) for v in out.values()), out
