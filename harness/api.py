@@ -1,18 +1,18 @@
 """The method contract: what an adaptation method sees and must provide.
 
 A method is one small `AdaptationMethod` subclass in `methods/`, decorated with `@register`.
-The harness owns the loop, sampling, augmentation, AMP, logging, checkpoints and evaluation;
-a method owns only its losses and optimisers (as in DomainBed's `algorithms.py`).
+The harness owns the loop, sampling, augmentation, AMP, logging, checkpoints, evaluation AND the
+optimiser and its schedule, built from the method's declared recipe (the reference's: optimiser, LR,
+schedule, backbone LR multiplier), so every method gets the same fair loop. A method owns only its
+losses (as in DomainBed's `algorithms.py`).
 
     @register
     class MyMethod(AdaptationMethod):
         name = "my_method"
-        hparams = {"lr": 1e-3}
-        def setup(self, ctx):
-            super().setup(ctx)                  # self.model, self.hp, self.ctx
-            self.opt = ctx.optimizer(self.model.parameters())
+        hparams = {**SGD_RECIPE, "weight": 1.0}
         def update(self, src, tgt, step):
-            ...
+            loss = ...
+            self.step(loss)                     # zero_grad, backward, optimiser step
             return scalars(loss=loss)           # {"loss": float}, one device sync
 
 Methods import only this module (and the leaf `harness.errors`). Discovery lives in
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from harness.neighbours import knn_search
 
 __all__ = [
+    "SGD_RECIPE",
     "AdaptContext",
     "AdaptationMethod",
     "Batch",
@@ -47,6 +48,21 @@ def adamw(params, device: torch.device, lr: float, weight_decay: float = 1e-4) -
     """AdamW, with the fused kernel on CUDA: the one optimiser rule of every stage and method."""
     fused = True if device.type == "cuda" else None
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+# The shared recipe of the Ganin / TLlib / SHOT / AaD family: momentum SGD, annealed as
+# lr·(1 + 10p)^-0.75 (Ganin et al. 2016), the pretrained feature extractor at 0.1x the rate of the layers
+# above it ("10x for layers trained from scratch"). Methods splat it and override what their paper says.
+SGD_RECIPE: dict[str, Any] = {
+    "optimizer": "sgd",      # sgd (momentum) | adamw
+    "lr": 0.01,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-3,
+    "schedule": "ganin",     # ganin | cosine (warm-up + cosine to 0) | cos_decay | constant
+    "backbone_mult": 0.1,    # LR multiplier of the start model's image backbone
+    "steps": 0,              # 0: the preset's adaptation budget
+}
 
 
 def scalars(**values: Tensor | float) -> dict[str, float]:
@@ -117,7 +133,9 @@ class AdaptContext:
     num_classes: int
     seed: int
     hparams: dict[str, Any]
-    start: str = "source"                 # "source" or "ssl": which start model `model` is
+    start: str = "source"                 # which start model `model` is (see AdaptationMethod.start)
+    source_prior: Tensor | None = None    # (K,) class prior of the labelled source
+    target_prior: Tensor | None = None    # (K,) label-free BBSE estimate of the target pool's prior
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     augment: Callable[[Tensor, str], Tensor] = lambda x, strength="weak": x
     generator: torch.Generator | None = None
@@ -141,7 +159,11 @@ class AdaptationMethod(nn.Module):
     name: ClassVar[str] = ""
     uses_target_labels: ClassVar[bool] = False   # may read ctx.labelled (the 20% split)
     oracle: ClassVar[bool] = False               # target batches carry pool labels (upper bound only)
-    start: ClassVar[str] = "source"              # "source": cached easy model; "ssl": SSL-initialised
+    # start model: "source" (the easy-set finder, SSL on easy data only), "source_joint" (the easy-set
+    # finder whose SSL encoder also saw the hard pool), "ssl" (SSL encoder, untrained head)
+    start: ClassVar[str] = "source"
+    budget: ClassVar[str] = "adapt"              # "adapt": the preset's adaptation steps; "source": the
+                                                 # source stage's steps and batch size (the oracle)
     hparams: ClassVar[dict[str, Any]] = {}
     train_model: ClassVar[bool] = True           # False: the harness skips update() (e.g. source_only)
     role: ClassVar[str] = "method"               # method | baseline | control | oracle: how tables mark it
@@ -149,6 +171,7 @@ class AdaptationMethod(nn.Module):
     model: nn.Module
     hp: dict[str, Any]
     ctx: AdaptContext
+    opt: torch.optim.Optimizer                   # built by the harness from `param_groups()` and the recipe
 
     def setup(self, ctx: AdaptContext) -> None:
         """Keep the start model, this run's hyper-parameters and the context; subclasses call it first.
@@ -160,8 +183,26 @@ class AdaptationMethod(nn.Module):
         self.hp = dict(ctx.hparams)
         self.ctx = ctx
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameters to optimise, each group with an `lr_mult`: the start model's image backbone at
+        `backbone_mult` (pretrained), the rest of the model at 1. Override to add new modules (a
+        discriminator, say) at 1, as the references give layers trained from scratch the full rate."""
+        backbone = getattr(self.model, "backbone", None)
+        if backbone is None:
+            return [{"params": list(self.model.parameters()), "lr_mult": 1.0}]
+        inner = {id(q) for q in backbone.parameters()}
+        rest = [q for q in self.model.parameters() if id(q) not in inner]
+        return [{"params": list(backbone.parameters()), "lr_mult": float(self.hp.get("backbone_mult", 1.0))},
+                {"params": rest, "lr_mult": 1.0}]
+
+    def step(self, loss: Tensor) -> None:
+        """One optimiser step on `loss` with the harness-built optimiser (its schedule is the harness's)."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
-        """One optimisation step; returns scalars to log."""
+        """One optimisation step (call `self.step(loss)`); returns scalars to log."""
         raise NotImplementedError
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -25,7 +25,7 @@ from harness.neighbours import faiss_available, knn_search
 from harness.registry import all_methods, get_method
 
 B, STEPS = 8, 5
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def registered(trained: bool | None = None) -> list[str]:
@@ -161,10 +161,10 @@ def test_a_new_method_file_is_listed_and_checked_with_no_test_edit(tmp_path: Pat
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith(str(pkg)) and "example_probe" in listed.stdout.split()
     smoke = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-                str(ROOT / "tests" / "test_methods_smoke.py"))
+                str(ROOT / "tests" / "methods" / "test_methods_smoke.py"))
     assert "test_method_runs_on_smoke_preset[example_probe]" in smoke.stdout, smoke.stdout + smoke.stderr
     units = run("-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", "-k", "example_probe",
-                str(ROOT / "tests" / "test_methods_units.py"))
+                str(ROOT / "tests" / "methods" / "test_methods_units.py"))
     assert units.returncode == 0, units.stdout + units.stderr
     passed = set(re.findall(r"PASSED \S+::(\w+)\[example_probe\]", units.stdout))
     assert passed == {"test_update_runs_finite_and_trains", "test_target_labels_only_where_declared",
