@@ -59,11 +59,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from harness import adapt as adapt_loop
 from harness import pipeline
 from harness.config import get_preset
+from harness.domains import Prepared, prepare_data
 from harness.metrics import auroc_ci
-from harness.pipeline import Options, Prepared, prepare_data, run_method, stage_source, stage_ssl
+from harness.pipeline import Options, run_method
 from harness.registry import get_method
+from harness.stages import stage_source, stage_ssl
 from harness.store import Store
 from harness.training import resolve_device
 
@@ -191,8 +194,8 @@ def _sync(device: torch.device) -> None:
 # ----------------------------------------------------------------------------- (a) harness DANN
 @contextlib.contextmanager
 def _timed_adapt(record: dict) -> Iterator[None]:
-    """Time `pipeline.adapt` and the checkpoints inside it (patched for the duration only)."""
-    orig_adapt, orig_ck = pipeline.adapt, pipeline._checkpoint
+    """Time the adapt loop and the checkpoints inside it (patched for the duration only)."""
+    orig_adapt, orig_ck = pipeline.adapt, adapt_loop.checkpoint
     record.update(adapt_s=0.0, checkpoint_s=0.0)
 
     def ck(*a, **k):
@@ -202,20 +205,20 @@ def _timed_adapt(record: dict) -> Iterator[None]:
         finally:
             record["checkpoint_s"] += time.perf_counter() - t
 
-    def adapt(method, ctx, p, opts):
-        _sync(opts.device)
+    def adapt(method, ctx, *a, **k):
+        _sync(ctx.device)
         t = time.perf_counter()
         try:
-            return orig_adapt(method, ctx, p, opts)
+            return orig_adapt(method, ctx, *a, **k)
         finally:
-            _sync(opts.device)
+            _sync(ctx.device)
             record["adapt_s"] += time.perf_counter() - t
 
-    pipeline.adapt, pipeline._checkpoint = adapt, ck
+    pipeline.adapt, adapt_loop.checkpoint = adapt, ck
     try:
         yield
     finally:
-        pipeline.adapt, pipeline._checkpoint = orig_adapt, orig_ck
+        pipeline.adapt, adapt_loop.checkpoint = orig_adapt, orig_ck
 
 
 def _metric(store: Store, run_id: str, split: str, name: str) -> tuple[float, float, float]:
@@ -229,8 +232,9 @@ def _metric(store: Store, run_id: str, split: str, name: str) -> tuple[float, fl
 
 
 # ----------------------------------------------------------------------------- comparison
-def compare(preset: str = "smoke", steps: int | None = None, seed: int = 0, store: Path | str = "runs/dann_vs_stock",
-            datasets_dir: Path | str = "datasets", device: str = "auto", workers: int = 2,
+def compare(preset: str = "smoke", steps: int | None = None, seed: int = 0,
+            store: Path | str = "runs/dann_vs_stock", datasets_dir: Path | str = "datasets",
+            device: str = "auto", workers: int = 2,
             quiet: bool = True) -> dict:
     """Run (a) and (b) on the same data, start model, batch size and steps; return the numbers."""
     pr = get_preset(preset)
@@ -242,9 +246,9 @@ def compare(preset: str = "smoke", steps: int | None = None, seed: int = 0, stor
     log = (lambda m: None) if quiet else (lambda m: print(m, flush=True))
     opts = Options(preset=pr, store=st, device=resolve_device(device), datasets_dir=Path(datasets_dir),
                    quiet=quiet, log=log)
-    p = prepare_data(opts)
-    ssl_key, ssl_state = stage_ssl(p, seed, opts)
-    _, source = stage_source(p, seed, ssl_key, ssl_state, opts)
+    p = prepare_data(pr, opts.datasets_dir, opts.runtime)
+    ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, st.cache, opts.runtime)
+    _, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, st.cache, opts.runtime)
     if source.num_classes != 2:
         raise SystemExit("dann_vs_stock: needs a binary (lens / non-lens) task")
     hp = {**get_method("dann").hparams, **opts.hp_overrides.get("dann", {})}
@@ -266,7 +270,8 @@ def compare(preset: str = "smoke", steps: int | None = None, seed: int = 0, stor
     return {
         "preset": pr.name, "seed": seed, "steps": n, "batch_per_domain": bs, "device": str(opts.device),
         "harness_precision": opts.precision, "stock_precision": "fp32", "workers": workers,
-        "backbone": pr.source.backbone, "n_source": len(p.source), "n_pool": len(p.pool), "n_test": len(p.test),
+        "backbone": pr.source.backbone, "n_source": len(p.source), "n_pool": len(p.pool),
+        "n_test": len(p.test),
         "harness_run": run_id,
         "harness_auroc": h_auc[0], "harness_auroc_low": h_auc[1], "harness_auroc_high": h_auc[2],
         "stock_auroc": s_auc[0], "stock_auroc_low": s_auc[1], "stock_auroc_high": s_auc[2],

@@ -37,10 +37,12 @@ def anatomy(store: Path, hard: Path, column: str = "truth_n_lensed_pix", bins: i
         v = lens_vals[pos["index"].to_numpy()]
         edges = np.quantile(v, np.linspace(0, 1, bins + 1))
         for b in range(bins):
-            sel = (v >= edges[b]) & (v <= edges[b + 1]) if b == bins - 1 else (v >= edges[b]) & (v < edges[b + 1])
+            upper = v <= edges[b + 1] if b == bins - 1 else v < edges[b + 1]
+            sel = (v >= edges[b]) & upper
             s = pos.score.to_numpy()[sel]
             y = np.r_[np.ones(s.size), np.zeros(neg.size)]
-            rows.append({"method": r.method, "seed": r.seed, "bin": f"{column} [{edges[b]:.0f}, {edges[b + 1]:.0f}]",
+            rows.append({"method": r.method, "seed": r.seed,
+                         "bin": f"{column} [{edges[b]:.0f}, {edges[b + 1]:.0f}]",
                          "auroc": roc_auc_score(y, np.r_[s, neg]), "lenses": int(s.size)})
         rows.append({"method": r.method, "seed": r.seed, "bin": "predicted lens fraction on test",
                      "auroc": float((p.score >= 0.5).mean()), "lenses": int((p.label == 1).sum())})

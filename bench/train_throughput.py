@@ -43,8 +43,8 @@ class _AugmentedArrays(Dataset):
 
 def synthetic(n: int = 4096, size: int = 64, f: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(n, 3, size, size)).astype(np.float32), rng.normal(size=(n, f)).astype(np.float32),
-            rng.integers(0, 2, n))
+    return (rng.normal(size=(n, 3, size, size)).astype(np.float32),
+            rng.normal(size=(n, f)).astype(np.float32), rng.integers(0, 2, n))
 
 
 def harness_steps(backbone: str, batch: int, steps: int, device: torch.device, precision: str, data) -> float:
@@ -69,7 +69,8 @@ def harness_steps(backbone: str, batch: int, steps: int, device: torch.device, p
     return _time(step, steps, batch, device)
 
 
-def dataloader_steps(backbone: str, batch: int, steps: int, device: torch.device, workers: int, data) -> float:
+def dataloader_steps(backbone: str, batch: int, steps: int, device: torch.device, workers: int,
+                     data) -> float:
     """Images/s of the stock DataLoader-fed fp32 step on the same model and data."""
     x, c, y = data
     torch.manual_seed(0)

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
     g.add_argument("--out", type=Path, help="output folder (default datasets/<card>-<seed>)")
     g.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
-    g.add_argument("--overwrite", action="store_true", help="replace an existing --out holding a different set")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out holding a different set")
     g.add_argument("--quiet", action="store_true")
 
     i = data.add_parser("import", help="import a real data layout as an image set")
@@ -103,11 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
         r.add_argument("--store", type=Path, default=DEFAULT_STORE)
         r.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
-        r.add_argument("--easy", help="source domain: card name/path or an image-set folder (default: preset's)")
-        r.add_argument("--hard", help="target domain: card name/path or an image-set folder (default: preset's)")
+        r.add_argument("--easy",
+                       help="source domain: card name/path or an image-set folder (default: preset's)")
+        r.add_argument("--hard",
+                       help="target domain: card name/path or an image-set folder (default: preset's)")
         r.add_argument("--backbone", help="small | resnet18 | resnet50 | equivariant (default: preset's)")
         r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
-        r.add_argument("--hp", action="append", metavar="METHOD.KEY=VALUE", help="override a method hyper-parameter")
+        r.add_argument("--hp", action="append", metavar="METHOD.KEY=VALUE",
+                       help="override a method hyper-parameter")
         r.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("run", help="run adaptation methods and record results")
@@ -117,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run methods x seeds, skipping finished runs with --resume")
     sw.add_argument("--method", default="all")
     sw.add_argument("--backend", default="local", choices=["local", "ray"])
-    sw.add_argument("--resume", action="store_true", help="skip (method, seed) runs already finished in the store")
+    sw.add_argument("--resume", action="store_true",
+                    help="skip (method, seed) runs already finished in the store")
     run_args(sw)
 
     rp = sub.add_parser("report", help="write tables and plots from the store")
@@ -146,7 +151,8 @@ def _cmd_data(a: argparse.Namespace) -> int:
     if a.data_cmd == "import":
         from harness.data.importers import import_dataset
 
-        out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed, progress=not a.quiet)
+        out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed,
+                             progress=not a.quiet)
         print(f"imported {a.path} as {out}")
         return 0
     from harness.data.show import contact_sheet

@@ -74,6 +74,12 @@ def multiclass_auroc(labels: np.ndarray, probs: np.ndarray, classes: list[str]) 
     return out
 
 
+def class_scores(logits: torch.Tensor) -> np.ndarray:
+    """Softmax probabilities as numpy: the positive-class column (N,) for two classes, else (N, K)."""
+    probs = logits.float().softmax(1).cpu().numpy()
+    return probs[:, 1] if probs.shape[1] == 2 else probs
+
+
 def score_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """One AUROC for selection and summaries: binary from (N,) scores, macro one-vs-rest from (N, K)."""
     if np.ndim(scores) == 1:

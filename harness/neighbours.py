@@ -101,7 +101,8 @@ def knn_search(queries: Tensor, bank: Tensor, k: int, backend: str = "auto") -> 
     queries' device, best first. `backend`: "auto", "faiss" or "torch". k is clipped to N.
     """
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
-        raise ValueError(f"knn_search wants (Q, D) and (N, D); got {tuple(queries.shape)}, {tuple(bank.shape)}")
+        raise ValueError(f"knn_search wants (Q, D) and (N, D); "
+                         f"got {tuple(queries.shape)}, {tuple(bank.shape)}")
     k = min(int(k), bank.shape[0])
     if k <= 0 or queries.shape[0] == 0:
         empty = queries.new_zeros((queries.shape[0], max(k, 0)), dtype=torch.float32)

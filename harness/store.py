@@ -54,7 +54,8 @@ CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 """
 
 RUN_COLUMNS = ("id", "time", "task", "method", "seed", "preset", "fingerprint", "config", "code_version",
-               "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error", "role")
+               "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error",
+               "role")
 
 
 @dataclass
@@ -117,6 +118,11 @@ class Store:
         """Folder beside the database that holds per-run folders and the stage cache."""
         return self.path.parent
 
+    @property
+    def cache(self) -> Path:
+        """Folder of the cached SSL and source stages (shared by every run of this store)."""
+        return self.root / "cache"
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
@@ -127,17 +133,19 @@ class Store:
         row["uses_target_labels"] = int(run.uses_target_labels)
         row["oracle"] = int(run.oracle)
         with closing(self._connect()) as con, con:
-            con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+            marks = ", ".join("?" * len(RUN_COLUMNS))
+            con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks})",
                         [row[k] for k in RUN_COLUMNS])
-            con.executemany("INSERT INTO metrics (run, split, name, value, low, high) VALUES (?, ?, ?, ?, ?, ?)",
+            con.executemany("INSERT INTO metrics (run, split, name, value, low, high) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
                             [(run.id, m.split, m.name, _f(m.value), _f(m.low), _f(m.high)) for m in metrics])
         return run.id
 
     def done(self, run_key: str) -> str | None:
         """Id of a finished ('ok') run with this key, for resuming sweeps."""
         with closing(self._connect()) as con:
-            r = con.execute("SELECT id FROM runs WHERE run_key = ? AND status = 'ok' ORDER BY time DESC LIMIT 1",
-                            (run_key,)).fetchone()
+            r = con.execute("SELECT id FROM runs WHERE run_key = ? AND status = 'ok' "
+                            "ORDER BY time DESC LIMIT 1", (run_key,)).fetchone()
         return r[0] if r else None
 
     def runs(self) -> pd.DataFrame:

@@ -6,13 +6,16 @@ a run whose key already finished in the store is skipped, as DomainBed's `done` 
 
 from __future__ import annotations
 
+from harness.domains import prepare_data
 from harness.errors import BadInput
-from harness.pipeline import Options, prepare_data, run_method, stage_source, stage_ssl
+from harness.pipeline import Options, run_method
 from harness.registry import check_hparams
+from harness.stages import stage_source, stage_ssl
 
 
 def _job(method: str, seed: int, opts: Options, skip_done: bool) -> str:
-    return run_method(method, seed, prepare_data(opts), opts, skip_done=skip_done)
+    return run_method(method, seed, prepare_data(opts.preset, opts.datasets_dir, opts.runtime), opts,
+                      skip_done=skip_done)
 
 
 def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
@@ -20,15 +23,16 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     try:
         import ray
     except ImportError:
-        raise BadInput("--backend ray: Ray is not installed (pip install 'ray[default]'), or use --backend local") \
-            from None
+        raise BadInput("--backend ray: Ray is not installed (pip install 'ray[default]'), "
+                       "or use --backend local") from None
     check_hparams(methods, opts.hp_overrides)
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=not opts.quiet)
     remote = ray.remote(num_cpus=1, num_gpus=1 if opts.device.type == "cuda" else 0)(_job)
     # the stage caches are shared through the store folder: warm them once before fanning out
-    p = prepare_data(opts)
+    pr, rt = opts.preset, opts.runtime
+    p = prepare_data(pr, opts.datasets_dir, rt)
     for seed in seeds:
-        ssl_key, ssl_state = stage_ssl(p, seed, opts)
-        stage_source(p, seed, ssl_key, ssl_state, opts)
+        ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, opts.store.cache, rt)
+        stage_source(p, seed, ssl_key, ssl_state, pr.source, opts.store.cache, rt)
     return ray.get([remote.remote(m, s, opts, skip_done) for s in seeds for m in methods])

@@ -11,6 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 
 from harness.api import Batch, DomainData, adamw
 from harness.errors import BadInput
+
+Autocast = Callable[[], contextlib.AbstractContextManager]   # a zero-argument factory of the autocast context
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -52,11 +55,30 @@ def resolve_precision(device: torch.device, spec: str = "auto") -> str:
     return "bf16" if device.type == "cuda" or cpu_has_bf16() else "fp32"
 
 
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_factory(device: torch.device, precision: str) -> Autocast:
     """A zero-argument factory of the autocast context for this device and precision."""
     if precision == "bf16":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a stage computes: the device, the resolved precision (and its autocast), and
+    how loud it is (progress bars off when `quiet`, stage messages through `log`)."""
+
+    device: torch.device
+    precision: str = "fp32"                 # resolved: "bf16" or "fp32" (see resolve_precision)
+    quiet: bool = False
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"Runtime needs a resolved precision (bf16 or fp32), got '{self.precision}'")
+
+    @property
+    def autocast(self) -> Autocast:
+        return autocast_factory(self.device, self.precision)
 
 
 class Augment:
@@ -89,8 +111,10 @@ class Augment:
         x = out
         if self.max_shift:
             chunks = x.chunk(4)
-            shifts = (self._rand(len(chunks), 2, device=dev) * (2 * self.max_shift + 1)).long() - self.max_shift
-            x = torch.cat([torch.roll(c, (int(s[0]), int(s[1])), dims=(-2, -1)) for c, s in zip(chunks, shifts)])
+            span = 2 * self.max_shift + 1
+            shifts = (self._rand(len(chunks), 2, device=dev) * span).long() - self.max_shift
+            x = torch.cat([torch.roll(c, (int(s[0]), int(s[1])), dims=(-2, -1))
+                           for c, s in zip(chunks, shifts)])
         if strength == "strong":
             x = self._blur(x)
             x = x * (1 + self.flux_jitter * (2 * self._rand(b, x.shape[1], 1, 1, device=dev) - 1))
@@ -135,7 +159,7 @@ class Throughput:
 
 
 def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size: int, lr: float,
-                     weight_decay: float, device: torch.device, autocast: Callable, augment: Augment,
+                     weight_decay: float, device: torch.device, autocast: Autocast, augment: Augment,
                      generator: torch.Generator, desc: str = "source", quiet: bool = False) -> nn.Module:
     """Supervised cross-entropy training on device-resident data (the easy-set lens finder)."""
     model.train()
@@ -160,7 +184,7 @@ def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size:
 
 
 @torch.no_grad()
-def infer(fn: Callable[[Batch], Tensor], data: DomainData, batch_size: int, autocast: Callable) -> Tensor:
+def infer(fn: Callable[[Batch], Tensor], data: DomainData, batch_size: int, autocast: Autocast) -> Tensor:
     """Apply `fn` (logits or features) to every row of `data`, in order, in eval precision."""
     outs = []
     for b in data.iterate(batch_size):

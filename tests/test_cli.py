@@ -47,7 +47,8 @@ def test_malformed_card_and_unwritable_out(tmp_path: Path, capsys: pytest.Captur
     assert main(["data", "generate", "--card", str(card), "--n", "4"]) == 2
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["data", "generate", "--card", "easy", "--n", "4", "--out", str(blocker / "sub"), "--quiet"]) == 2
+    assert main(["data", "generate", "--card", "easy", "--n", "4", "--out", str(blocker / "sub"),
+                 "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]

@@ -19,7 +19,8 @@ from harness.store import Store
 
 def _metrics(db: Path, run_id: str) -> dict[tuple[str, str], tuple]:
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT split, name, value, low, high FROM metrics WHERE run = ?", (run_id,)).fetchall()
+        rows = con.execute("SELECT split, name, value, low, high FROM metrics WHERE run = ?",
+                           (run_id,)).fetchall()
     return {(s, n): (v, lo, hi) for s, n, v, lo, hi in rows}
 
 
@@ -60,7 +61,8 @@ def _copy_with_shuffled_test_labels(src: Path, dst: Path, seed: int) -> None:
 
 
 @pytest.mark.parametrize("method", ["dann", "pseudo_label_semi"])
-def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tmp_path: Path, method: str) -> None:
+def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tmp_path: Path,
+                                                            method: str) -> None:
     """Training and checkpoint selection are identical when every hard-test label is flipped."""
     hard = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("hard-"))
     easy = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("easy-"))
@@ -88,15 +90,15 @@ def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tm
 def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash after the run folder was started leaves a 'failed' row, no metrics, no folder."""
-    from harness import pipeline
+    from harness import evaluate
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full while writing extremes")
 
-    monkeypatch.setattr(pipeline, "_extremes", boom)
+    monkeypatch.setattr(evaluate, "_extremes", boom)
     db = tmp_path / "f.db"
-    rc = main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db), "--datasets-dir",
-               str(smoke_root / "ds"), "--device", "cpu", "--quiet"])
+    rc = main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db),
+               "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu", "--quiet"])
     runs = Store(db).runs()
     assert rc == 1
     assert list(runs.status) == ["failed"] and "disk full" in runs.error.iloc[0]
@@ -109,8 +111,9 @@ def test_bf16_and_fp32_training_agree_within_noise(smoke_root: Path, tmp_path: P
     res = {}
     for prec in ("fp32", "bf16"):
         db = tmp_path / f"{prec}.db"
-        assert main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(db), "--datasets-dir",
-                     str(smoke_root / "ds"), "--device", "cpu", "--quiet", "--precision", prec]) == 0
+        assert main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(db),
+                     "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu", "--quiet",
+                     "--precision", prec]) == 0
         run = Store(db).runs().iloc[-1]
         assert run.config and f'"precision": "{prec}"' in run.config
         res[prec] = _metrics(db, run.id)

@@ -25,5 +25,6 @@ def test_train_step_throughput(benchmark, backbone: str) -> None:
                               iterations=1)
     ratio = ours / base
     benchmark.extra_info.update(dataloader_img_s=base, harness_img_s=ours, ratio=ratio, precision=precision)
-    print(f"\n{backbone}: harness {ours:.0f} img/s ({precision}) vs DataLoader fp32 {base:.0f} img/s -> {ratio:.2f}x")
+    print(f"\n{backbone}: harness {ours:.0f} img/s ({precision}) vs DataLoader fp32 {base:.0f} img/s "
+          f"-> {ratio:.2f}x")
     assert ours > 0 and base > 0

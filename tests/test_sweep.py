@@ -1,0 +1,89 @@
+"""`sweep --resume`: finished (method, seed) runs are skipped by their run key, the rest run once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.store import Metric, RunRecord, Store
+
+
+def _sweep(root: Path, db: Path, methods: str, *extra: str) -> int:
+    return main(["sweep", "--method", methods, "--seeds", "0", "--preset", "smoke", "--store", str(db),
+                 "--datasets-dir", str(root / "ds"), "--device", "cpu", *extra])
+
+
+def _ok(db: Path) -> pd.DataFrame:
+    runs = Store(db).runs()
+    return runs[runs.status == "ok"]
+
+
+@pytest.fixture
+def store(smoke_root: Path, tmp_path: Path) -> Path:
+    """A fresh store that reuses the session's cached SSL and source stages."""
+    shutil.copytree(smoke_root / "cache", tmp_path / "cache")
+    return tmp_path / "s.db"
+
+
+def test_resume_skips_finished_runs_and_runs_the_rest(smoke_root: Path, store: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert _sweep(smoke_root, store, "source_only", "--quiet") == 0
+    first = _ok(store)
+    assert list(first.method) == ["source_only"]
+    capsys.readouterr()
+
+    assert _sweep(smoke_root, store, "source_only,target_labelled", "--resume") == 0
+    out = capsys.readouterr().out
+    assert f"source_only seed 0: already finished as run {first.id.iloc[0]}; skipping" in out
+    assert "target_labelled seed 0: hard-test AUROC" in out
+    ok = _ok(store)
+    assert sorted(zip(ok.method, ok.seed)) == [("source_only", 0), ("target_labelled", 0)]
+    assert first.id.iloc[0] in set(ok.id)                  # the finished run is the one kept
+    assert len(Store(store).runs()) == 2
+
+    # everything is finished now: a resumed sweep adds nothing, and writes no new run folder
+    ids, folders = list(Store(store).runs().id), sorted(p.name for p in store.parent.iterdir() if p.is_dir())
+    assert _sweep(smoke_root, store, "source_only,target_labelled", "--resume", "--quiet") == 0
+    assert list(Store(store).runs().id) == ids
+    assert sorted(p.name for p in store.parent.iterdir() if p.is_dir()) == folders
+
+    # without --resume the same sweep runs again: the skip is the flag's doing
+    assert _sweep(smoke_root, store, "source_only", "--quiet") == 0
+    assert len(_ok(store)) == 3
+
+
+def test_resume_reruns_a_failed_run(smoke_root: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import evaluate
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "_extremes", boom)
+        assert _sweep(smoke_root, store, "source_only", "--quiet") == 1
+    assert list(Store(store).runs().status) == ["failed"]
+    assert _sweep(smoke_root, store, "source_only", "--resume", "--quiet") == 0
+    runs = Store(store).runs()
+    assert sorted(runs.status) == ["failed", "ok"]
+    assert runs.run_key.nunique() == 1                     # same run, so same key: only 'ok' counts as done
+
+
+def _record(s: Store, key: str, status: str) -> str:
+    rec = RunRecord(task="t", method="m", seed=0, preset="p", fingerprint="f", config={}, code_version="v",
+                    device="cpu", run_key=key, status=status)
+    return s.record(rec, [Metric("hard_test", "auroc", 0.5)] if status == "ok" else [])
+
+
+def test_done_is_the_latest_ok_run_of_that_key_only(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    assert s.done("k1") is None
+    _record(s, "k1", "failed")
+    assert s.done("k1") is None
+    ok = _record(s, "k1", "ok")
+    _record(s, "k2", "ok")
+    assert s.done("k1") == ok
+    assert s.done("k3") is None
