@@ -1,10 +1,11 @@
-"""The harness-owned adaptation loop and its checkpoints.
+"""The harness-owned adaptation loop and its checkpoints: one fair protocol for every method.
 
-This module owns what every method shares and none may change: drawing source and target batches
-on the device, weak augmentation, autocast, the progress bar, epoch boundaries, the divergence
-check, and evenly spaced checkpoints. A checkpoint keeps the weights plus the two scores model
-selection may use: label-free validators on the hard pool and AUROC on the 20% labelled split;
-the hard test split is never touched here.
+This module owns what every method shares and none may change: the optimiser and its annealed
+schedule, built from the method's declared recipe (`harness.protocol`), drawing source and target
+batches on the device, weak augmentation, autocast, the progress bar, epoch boundaries, the
+divergence check, and checkpoints: the start model (step 0) and evenly spaced ones after it. A
+checkpoint keeps the weights plus the two scores model selection may use: label-free validators on
+the hard pool and AUROC on the 20% labelled split; the hard test split is never touched here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import AdaptConfig
 from harness.metrics import class_scores, score_auroc, validator_scores
+from harness.protocol import build_optimizer, build_scheduler
 from harness.training import Autocast, Throughput, infer, progress
 
 
@@ -25,10 +27,12 @@ class Checkpoint:
     state: dict
     validator: dict[str, float]
     labelled_auroc: float
+    test_auroc: float | None = None     # filled only for the oracle's learning curve, after training
 
     def summary(self) -> dict[str, float]:
         """The selection scores of this checkpoint (one entry of the run folder's checkpoints.json)."""
-        return {"step": self.step, **self.validator, "labelled_auroc": self.labelled_auroc}
+        out = {"step": self.step, **self.validator, "labelled_auroc": self.labelled_auroc}
+        return out if self.test_auroc is None else {**out, "test_auroc": self.test_auroc}
 
 
 def checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData, step: int, batch_size: int,
@@ -43,33 +47,51 @@ def checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData,
     return Checkpoint(step, state, validator_scores(pool_logits), lab_auc)
 
 
+def budget(cls: type[AdaptationMethod], hp: dict, adapt_cfg: AdaptConfig, source_steps: int,
+           source_batch: int) -> tuple[int, int]:
+    """(steps, source batch size) of a method: its `steps` hyper-parameter, else the preset's
+    adaptation budget, or the source stage's budget for methods that declare `budget = "source"`."""
+    if cls.budget == "source":
+        steps, bs = source_steps, source_batch
+    else:
+        steps, bs = adapt_cfg.steps, adapt_cfg.batch_size
+    return int(hp.get("steps", 0) or steps), bs
+
+
 def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelled: DomainData,
           cfg: AdaptConfig, autocast: Autocast, quiet: bool = False) -> list[Checkpoint]:
-    """The harness-owned loop: sampling, weak augmentation, AMP, progress, checkpoints.
+    """The harness-owned loop: optimiser and schedule, sampling, weak augmentation, AMP, progress,
+    checkpoints (step 0 included, so the start model is always a candidate).
 
-    `pool` and `labelled` are the (label-free) hard pool and the 20% labelled split that
-    checkpoints are scored on; a method that does not train gets one checkpoint at step 0.
+    `ctx.steps` and `ctx.batch_size` are the method's budget; target batches are `uratio` times the
+    source batch when the method's recipe says so (AdaMatch). `pool` and `labelled` are the
+    (label-free) hard pool and the 20% labelled split that checkpoints are scored on.
     """
     eval_bs = cfg.batch_size * 2
+    cks = [checkpoint(method, pool, labelled, 0, eval_bs, autocast)]
     if not type(method).train_model:
-        return [checkpoint(method, pool, labelled, 0, eval_bs, autocast)]
-    bs, steps = cfg.batch_size, cfg.steps
+        return cks
+    hp = ctx.hparams
+    bs, steps = ctx.batch_size, ctx.steps
+    tbs = bs * int(hp.get("uratio", 1))
+    method.opt = build_optimizer(method.param_groups(), hp, ctx.device)
+    sched = build_scheduler(method.opt, hp, steps)
     at = {max(1, round(steps * (i + 1) / cfg.checkpoints)) for i in range(cfg.checkpoints)}
-    epoch_len = max(1, len(pool) // bs)
+    epoch_len = max(1, len(pool) // tbs)
     bar, tp = progress(steps, type(method).name, quiet), Throughput()
-    cks = []
     method.train()
     for step in range(steps):
         if step % epoch_len == 0:
             method.on_epoch_start(step // epoch_len)
-        src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(bs, ctx.generator)
+        src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(tbs, ctx.generator)
         src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
         with autocast():
             logs = method.update(src, tgt, step)
+        sched.step()
         bar.update()
         if step % 10 == 0 or step == steps - 1:
             bar.set_postfix({k: f"{v:.3f}" for k, v in list(logs.items())[:3]} |
-                            {"img_s": f"{tp.add(2 * bs * min(10, step + 1)):.0f}"})
+                            {"img_s": f"{tp.add((bs + tbs) * min(10, step + 1)):.0f}"})
         if step + 1 in at:
             cks.append(checkpoint(method, pool, labelled, step + 1, eval_bs, autocast))
     bar.close()

@@ -23,19 +23,21 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 from harness import __version__
-from harness.adapt import Checkpoint, adapt
+from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput
 from harness.evaluate import checkpoint_test_auroc, evaluate, write_run_folder
+from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
 from harness.models import LensFinder
 from harness.registry import check_hparams, get_method
 from harness.stages import seed_all, ssl_finder, stage_source, stage_ssl
 from harness.store import Metric, RunRecord, Store
-from harness.training import Augment, Runtime, resolve_precision
+from harness.training import Augment, Runtime, infer, resolve_precision
 
 TASK = "lens-finding"
 
@@ -94,8 +96,14 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         pr, cache, rt = opts.preset, opts.store.cache, opts.runtime
         ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt)
         _, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, cache, rt)
+        start_ssl, start_source = ssl_state, source
+        if cls.start == "source_joint":  # self-supervised adaptation: the encoder also saw the hard pool
+            joint_key, start_ssl = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt, with_pool=True)
+            _, start_source = stage_source(p, seed, joint_key, start_ssl, pr.source, cache, rt)
         t0 = time.perf_counter()  # a run's seconds: adaptation + evaluation; shared stages are logged apart
-        metrics, preds, emb, final, cks = _adapt_and_evaluate(cls, hp, seed, p, opts, source, ssl_state)
+        prior = _estimate_prior(source, p, pr.adapt.batch_size * 2, rt.autocast)
+        metrics, preds, emb, final, cks = _adapt_and_evaluate(cls, hp, seed, p, opts, start_source, start_ssl,
+                                                              prior)
         folder = write_run_folder(opts.store.run_dir(rec.id), preds, emb, p.hard, final,
                                   [c.summary() for c in cks])
         rec.seconds = time.perf_counter() - t0
@@ -125,43 +133,78 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         return rec.id
 
 
-def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Prepared, opts: Options,
-                        source: LensFinder, ssl_state: dict
-                        ) -> tuple[list[Metric], pd.DataFrame, dict, dict, list[Checkpoint]]:
-    """Adapt a fresh method from its start model and evaluate it.
+def _estimate_prior(source: LensFinder, p: Prepared, batch_size: int, autocast) -> PriorEstimate:
+    """BBSE from the source model: its confusion on easy val and its predictions on the hard pool."""
+    k = p.num_classes
+    val = infer(source, p.source_val, batch_size, autocast).argmax(1).cpu().numpy()
+    pool = infer(source, p.pool, batch_size, autocast).argmax(1).cpu().numpy()
+    return bbse(val, p.source_val.labels.cpu().numpy(), pool, k)
 
-    Returns its metrics, predictions, embeddings, final weights and checkpoints."""
+
+def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Prepared, opts: Options,
+                        start_source: LensFinder, ssl_state: dict, prior: PriorEstimate
+                        ) -> tuple[list[Metric], pd.DataFrame, dict, dict, list[Checkpoint]]:
+    """Adapt a fresh method from its start model under the harness's protocol and evaluate it.
+
+    Returns its metrics, predictions, embeddings, final weights and checkpoints (step 0 included)."""
     pr, rt = opts.preset, opts.runtime
     num_classes, classes = p.num_classes, p.classes
     g = seed_all(seed, rt.device)
-    if cls.start == "source":
-        start = copy.deepcopy(source)
+    if cls.start in ("source", "source_joint"):
+        start = copy.deepcopy(start_source)
     else:
         start = ssl_finder(p, ssl_state, pr.source, num_classes, rt.device)
+    steps, bs = budget(cls, hp, pr.adapt, pr.source.steps, pr.source.batch_size)
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=rt.device)
     ctx = AdaptContext(
         model=start, source=p.source,
         target=DomainData(p.pool.images, p.pool.catalog, p.pool_labels if cls.oracle else None, "hard/pool"),
         labelled=p.labelled if (cls.uses_target_labels or cls.oracle) else None,
-        device=rt.device, steps=pr.adapt.steps, batch_size=pr.adapt.batch_size,
-        num_classes=num_classes, seed=seed, hparams=hp, start=cls.start, autocast=rt.autocast,
-        augment=Augment(generator=g), generator=g, log=rt.log)
+        device=rt.device, steps=steps, batch_size=bs, num_classes=num_classes, seed=seed, hparams=hp,
+        start=cls.start, source_prior=as_tensor(prior.source), target_prior=as_tensor(prior.target),
+        autocast=rt.autocast, augment=Augment(generator=g), generator=g, log=rt.log)
     method = cls()
     method.setup(ctx)
     method.to(rt.device)
     cks = adapt(method, ctx, p.pool, p.labelled, pr.adapt, rt.autocast, rt.quiet)
-    bs = pr.adapt.batch_size * 2
-    metrics, preds, emb = evaluate(method, p, bs, rt.autocast, seed, pr.n_boot, classes)  # final weights
+    ebs = pr.adapt.batch_size * 2
+    metrics, preds, emb = evaluate(method, p, ebs, rt.autocast, seed, pr.n_boot, classes)  # final weights
     final = {k: v.clone() for k, v in method.state_dict().items()}
-    best_v = max(cks, key=lambda c: c.validator[pr.adapt.selector])
+    sel = pr.adapt.selector
+    best_v = max(cks, key=lambda c: c.validator[sel])
     best_l = max(cks, key=lambda c: c.labelled_auroc)
-    auc_v = checkpoint_test_auroc(method, best_v.state, p, bs, rt.autocast)
-    auc_l = checkpoint_test_auroc(method, best_l.state, p, bs, rt.autocast)
+    auc_v = checkpoint_test_auroc(method, best_v.state, p, ebs, rt.autocast)
+    auc_l = checkpoint_test_auroc(method, best_l.state, p, ebs, rt.autocast)
     metrics += [Metric("hard_test", "auroc_sel_validator", auc_v),
                 Metric("hard_test", "auroc_sel_labelled", auc_l),
                 Metric("hard_test", "sel_validator_step", best_v.step),
                 Metric("hard_test", "sel_labelled_step", best_l.step),
                 Metric("ssl", "linear_probe_auroc", ssl_state.get("probe_auroc", float("nan")))]
+    warning = assumes_balance_warning(sel, prior.target)
+    if warning and cls.train_model:
+        rt.log(f"{cls.name} seed {seed}: {warning}")
+    metrics.append(Metric("hard_pool", "selector_assumes_balance", float(warning is not None)))
+    for k, c in enumerate(classes):
+        metrics.append(Metric("hard_pool", f"prior_bbse_{c}", float(prior.target[k])))
+    declared = _declared_prior(p, classes)
+    metrics += [Metric("hard_pool", f"prior_declared_{c}", v) for c, v in declared.items()]
+    if cls.oracle:  # the ceiling's learning curve: test AUROC of its last checkpoints (a flag, no choice)
+        for c in cks[-2:]:
+            c.test_auroc = checkpoint_test_auroc(method, c.state, p, ebs, rt.autocast)
+        metrics.append(Metric("hard_test", "curve_last_delta", abs(cks[-1].test_auroc - cks[-2].test_auroc)))
     return metrics, preds, emb, final, cks
+
+
+def _declared_prior(p: Prepared, classes: list[str]) -> dict[str, float]:
+    """The target card's declared lens fraction, as a class prior (binary generated sets only)."""
+    card = Path(p.hard.root) / "card.yaml"
+    if len(classes) != 2 or not card.is_file():
+        return {}
+    try:
+        frac = float(yaml.safe_load(card.read_text())["population"]["lens_fraction"])
+    except (KeyError, TypeError, ValueError, yaml.YAMLError):
+        return {}
+    return {classes[0]: 1.0 - frac, classes[1]: frac}
 
 
 def _device_name(device: torch.device) -> str:

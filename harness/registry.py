@@ -65,4 +65,5 @@ def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> N
             want = type(defaults[k])
             ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
             if not ok or (isinstance(v, float) and not math.isfinite(v)):
-                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} (default {defaults[k]!r})")
+                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} "
+                               f"(default {defaults[k]!r})")

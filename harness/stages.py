@@ -1,7 +1,9 @@
 """The SSL and source stages and their cache.
 
-This module owns the two shared stages every run starts from: the SimCLR encoder (trained on easy
-train + hard pool images, never the hard test split) and the easy-set lens finder built on it.
+This module owns the two shared stages every run starts from: the SimCLR encoder and the easy-set
+lens finder built on it. The encoder of the baselines sees easy-train images only, so `source_only`
+has seen no hard image at all; an encoder that also saw the hard pool (never the hard test split)
+is self-supervised adaptation and starts the `ssl_joint` method instead.
 Each is cached in `<cache>/<stage>-<key>/`, keyed by a hash of the inputs' fingerprint, the
 stage's config, the seed and the precision, so `run --method dann` after `run --method
 source_only` reuses both. Cache folders are written through `harness.fs.atomic_dir`, so a crash
@@ -52,10 +54,13 @@ def seed_all(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path, rt: Runtime
-              ) -> tuple[str, dict]:
-    """SimCLR encoder on easy train + hard pool; cached. Returns (key, state with probe AUROC)."""
-    key = stable_hash("ssl", p.fingerprint, cfg, backbone, seed, rt.precision)
+def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path, rt: Runtime,
+              with_pool: bool = False) -> tuple[str, dict]:
+    """SimCLR encoder on easy train (+ the hard pool when `with_pool`); cached.
+
+    Returns (key, state with the linear-probe AUROC on easy val)."""
+    seen = "easy+pool" if with_pool else "easy"
+    key = stable_hash("ssl", p.fingerprint, cfg, backbone, seed, rt.precision, seen)
     path = cache_dir(cache, "ssl", key)
     if (path / "state.pt").is_file():
         rt.log(f"ssl: reusing cached encoder {path.name}")
@@ -63,7 +68,8 @@ def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path
     if not cfg.enabled:
         return key, {"backbone": None, "probe_auroc": float("nan")}
     g = seed_all(seed, rt.device)
-    unlabelled = torch.cat([p.source.images, p.pool.images])  # never the hard test split
+    # never the hard test split; the hard pool only for the self-supervised adaptation method
+    unlabelled = torch.cat([p.source.images, p.pool.images]) if with_pool else p.source.images
     t0 = time.perf_counter()
     enc = train_ssl(unlabelled, cfg, backbone, rt.device, rt.autocast, g, quiet=rt.quiet)
     probe = linear_probe_auroc(enc, p.source.images, p.source.labels.cpu().numpy(),

@@ -72,10 +72,19 @@ def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="
     return store.record(run, metrics)
 
 
-def _predictions(rng, auroc: float, classes: int = 2) -> pd.DataFrame:
+SPLITS = (("hard_test", 400), ("easy_val", 200))
+
+
+def _labels(rng, classes: int = 2) -> dict[str, np.ndarray]:
+    """One task's test and val labels: every run of a task scores the same images (paired)."""
+    return {split: rng.integers(0, classes, n) for split, n in SPLITS}
+
+
+def _predictions(rng, auroc: float, classes: int = 2, labels: dict | None = None) -> pd.DataFrame:
     rows = []
-    for split, n in (("hard_test", 400), ("easy_val", 200)):
-        y = rng.integers(0, classes, n)
+    labels = labels or _labels(rng, classes)
+    for split, n in SPLITS:
+        y = labels[split]
         sep = math.sqrt(2) * 1.2 * (auroc - 0.5) * 4
         if classes == 2:
             s = 1 / (1 + np.exp(-(rng.normal(size=n) + sep * (y - 0.5))))
@@ -120,13 +129,14 @@ def make_store(root: Path, files: bool = True) -> Path:
     """Synthetic store: lens-finding smoke (table checks), demo over 3 shifts, substructure (multi-class)."""
     rng = np.random.default_rng(0)
     store = Store(root / "harness.db")
+    lens, sub = _labels(rng), _labels(rng, classes=3)
     for method, aucs in SMOKE.items():
         for seed, a in enumerate(aucs):
             rid = _record(store, method, seed, a, seconds=10.0 + seed)
             if files:
                 d = store.run_dir(rid)
                 d.mkdir()
-                _predictions(rng, a).to_parquet(d / "predictions.parquet")
+                _predictions(rng, a, labels=lens).to_parquet(d / "predictions.parquet")
                 gap = {"source_only": 4.0, "dann": 1.0}.get(method, 2.0)
                 np.savez(d / "embeddings.npz", **_embeddings(rng, gap))
                 if method != "mcc":
@@ -141,7 +151,7 @@ def make_store(root: Path, files: bool = True) -> Path:
         if files:
             d = store.run_dir(rid)
             d.mkdir()
-            _predictions(rng, a, classes=3).to_parquet(d / "predictions.parquet")
+            _predictions(rng, a, classes=3, labels=sub).to_parquet(d / "predictions.parquet")
             np.savez(d / "embeddings.npz", **_embeddings(rng, 2.0, classes=3))
     return store.path
 
@@ -195,12 +205,52 @@ def test_seed_notes(smoke):
     assert smoke.loc["source_only", "seeds"] == "3 seeds"
 
 
-def test_gap_closed(smoke):
-    # (0.81 - 0.72) / (0.92 - 0.72) = 0.45
-    assert smoke.loc["dann", "gap_closed"] == pytest.approx(0.45)
-    assert smoke.loc["mcc", "gap_closed"] == pytest.approx((0.78 - 0.72) / 0.20)
-    assert smoke.loc["source_only", "gap_closed"] == pytest.approx(0.0)
-    assert smoke.loc["oracle", "gap_closed"] == pytest.approx(1.0)
+def _test_aurocs(root: Path, method: str) -> dict[int, float]:
+    """Hard-test AUROC per seed of a method's stored predictions, by scikit-learn (independent of the
+    report's own rank arithmetic)."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for d in sorted(root.glob(f"lens-finding-smoke-0.0-{method}-*")):
+        t = pd.read_parquet(d / "predictions.parquet").query("split == 'hard_test'").sort_values("index")
+        out[int(d.name.rsplit("-", 1)[1])] = roc_auc_score(t["label"], t["score"])
+    return out
+
+
+def expected_gap(root: Path, method: str, base: str, oracle: str) -> float:
+    """(mean Δ method − base) / (mean Δ oracle − base) over the seeds all three ran."""
+    m, b, o = (_test_aurocs(root, x) for x in (method, base, oracle))
+    seeds = sorted(set(m) & set(b) & set(o))
+    num = np.mean([m[s] - b[s] for s in seeds])
+    return float(num / np.mean([o[s] - b[s] for s in seeds]))
+
+
+def test_gap_closed(smoke, store_path):
+    """The ratio of paired differences on the runs' own predictions, over the seeds all three share."""
+    root = store_path.parent
+    for m in ("dann", "mcc"):
+        want = expected_gap(root, m, "source_only", "oracle")
+        assert smoke.loc[m, "gap_closed"] == pytest.approx(want, abs=1e-9)
+        assert smoke.loc[m, "gap_closed.low"] < want < smoke.loc[m, "gap_closed.high"]
+    assert 0.2 < smoke.loc["dann", "gap_closed"] < 0.8     # the stored AUROCs say (0.81 − 0.72)/0.20 = 0.45
+    assert smoke.loc["source_only", "gap_closed"] == 0.0 and smoke.loc["oracle", "gap_closed"] == 1.0
+    assert smoke["gap_significant"].all()
+
+
+def test_paired_delta_columns_and_verdict(smoke, store_path):
+    root = store_path.parent
+    d, b = _test_aurocs(root, "dann"), _test_aurocs(root, "source_only")
+    want = np.mean([d[s] - b[s] for s in (0, 1)])            # dann ran seeds 0 and 1 only
+    r = smoke.loc["dann"]
+    assert r["delta_base"] == pytest.approx(want, abs=1e-9)
+    assert r["delta_base.low"] > 0                             # 0.81 vs 0.72 on 400 images: beats
+    assert np.isnan(smoke.loc["source_only", "delta_base"])   # the baseline is not compared with itself
+    assert np.isnan(r["delta_control"])                        # no control-role run in this store
+    from harness.report.compare import verdict
+
+    line = verdict(smoke.reset_index(), "lens-finding · smoke")
+    assert "unsupervised methods beat source_only" in line and "dann +" in line
+    assert "gap is significant" in line
 
 
 def test_gap_closed_blank_without_oracle(tmp_path):
@@ -231,20 +281,28 @@ BY_ROLE = [
 @pytest.fixture(scope="module")
 def by_role(tmp_path_factory) -> Path:
     store = Store(tmp_path_factory.mktemp("roles") / "h.db")
+    rng = np.random.default_rng(1)
+    y = _labels(rng)
     for method, role, oracle, labels, a in BY_ROLE:
         for seed in range(3):
-            _record(store, method, seed, a + 0.01 * (seed - 1), role=role, oracle=oracle, labels=labels)
+            rid = _record(store, method, seed, a + 0.01 * (seed - 1), role=role, oracle=oracle, labels=labels)
+            store.run_dir(rid).mkdir()
+            _predictions(rng, a, labels=y).to_parquet(store.run_dir(rid) / "predictions.parquet")
     return store.path
 
 
 def test_gap_closed_from_roles_not_names(by_role):
     s = summarise(load(by_role)).set_index("method")
+    root = by_role.parent
     assert (s["gap_baseline"] == "my_baseline").all() and (s["gap_oracle"] == "ceiling").all()
-    assert s.loc["dann", "gap_closed"] == pytest.approx((0.80 - 0.70) / (0.90 - 0.70))
-    assert s.loc["source_only", "gap_closed"] == pytest.approx(0.25)  # not the baseline: not 0
-    assert s.loc["oracle", "gap_closed"] == pytest.approx(0.75)       # not the ceiling: not 1
-    assert s.loc["my_baseline", "gap_closed"] == pytest.approx(0.0)
-    assert s.loc["ceiling", "gap_closed"] == pytest.approx(1.0)
+    for m in ("dann", "source_only", "oracle"):   # merely named like references: measured like methods
+        assert s.loc[m, "gap_closed"] == pytest.approx(expected_gap(root, m, "my_baseline", "ceiling"))
+    # their synthetic scores sit between the references (stored AUROCs give 0.25 and 0.75): neither is
+    # treated as the baseline (exactly 0) or the ceiling (exactly 1)
+    assert 0.0 < s.loc["source_only", "gap_closed"] < s.loc["oracle", "gap_closed"] < 1.0
+    assert s.loc["my_baseline", "gap_closed"] == 0.0
+    assert s.loc["ceiling", "gap_closed"] == 1.0
+    assert np.isfinite(s.loc["dann", "delta_control"])             # the control is found by role too
     assert s.loc["source_only", "role"] == "method" and s.loc["ceiling", "role"] == "oracle"
 
 
@@ -262,12 +320,13 @@ def test_report_names_the_references_found_by_role(by_role, tmp_path):
     page = (out / "index.html").read_text()
     assert "Dashed line: my_baseline (baseline)." in page
     assert "Embeddings: my_baseline vs best unsupervised method" in page
-    assert "baseline: my_baseline; oracle: ceiling" in page
-    assert "baseline: my_baseline; oracle: ceiling" in (out / "summary.md").read_text()
+    for text in (page, (out / "summary.md").read_text()):
+        assert "Δ vs baseline (my_baseline)" in text and "oracle: ceiling" in text
     assert "lens-finding-smoke-gap.png" in page
     csv = pd.read_csv(out / "results.csv").set_index("method")
     assert csv.loc["my_baseline", "role"] == "baseline" and csv.loc["source_only", "role"] == "method"
-    assert csv.loc["dann", "gap_closed"] == pytest.approx(0.5)
+    assert csv.loc["dann", "gap_closed"] == pytest.approx(expected_gap(by_role.parent, "dann", "my_baseline",
+                                                                        "ceiling"))
 
 
 def test_store_from_before_roles(tmp_path):
@@ -391,7 +450,7 @@ def test_results_csv(report):
     smoke = df[(df["task"] == "lens-finding") & (df["preset"] == "smoke")].set_index("method")
     assert len(smoke) == len(SMOKE)
     assert smoke.loc["source_only", HEADLINE] == pytest.approx(0.72)
-    assert smoke.loc["dann", "gap_closed"] == pytest.approx(0.45)
+    assert "delta_base" in df.columns and "gap_significant" in df.columns
     assert len(df) == len(SMOKE) + 3 * 3 + 3
 
 

@@ -6,6 +6,7 @@ import html
 
 import pandas as pd
 
+from harness.report.compare import verdict
 from harness.report.figures import Fig
 from harness.report.tables import html_table, legend, per_class
 
@@ -69,7 +70,9 @@ def page(title: str, meta: list[str], sections: list[tuple[str, pd.DataFrame, li
     parts = [f"<h1>{_esc(title)}</h1>", '<p class="meta">' + "<br>".join(_esc(m) for m in meta) + "</p>"]
     for name, group, figs in sections:
         notes = '<ul class="legend">' + "".join(f"<li>{_esc(x)}</li>" for x in legend(group)) + "</ul>"
-        parts += [f"<h2>{_esc(name)}</h2>", f'<div class="scroll">{html_table(group)}</div>', notes]
+        said = f'<p class="verdict"><b>Verdict.</b> {_esc(verdict(group, name))}</p>'
+        parts += [f"<h2>{_esc(name)}</h2>", said,
+                  f'<div class="scroll">{html_table(group)}</div>', notes]
         pc = per_class(group)
         if pc is not None:
             parts += ["<h3>Per-class one-vs-rest AUROC (hard test)</h3>", html_table(group, pc)]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.report import roles
+from harness.report import compare, roles
 from harness.report.load import GROUP, Selection, latest_ok
 
 HEADLINE = "hard_test.auroc"
@@ -35,9 +35,14 @@ def legend(rows: pd.DataFrame) -> list[str]:
          "hard split. Both use hard labels — not an unsupervised result."),
         ("Intervals are 95%: a t-interval over per-seed values when a method has 3 or more seeds "
          f"(\"{OVER_SEEDS}\"), otherwise the mean of the per-run bootstrap intervals (\"{BOOTSTRAP}\")."),
+        ("AUROC is that of the final weights (every method's schedule anneals to its end); the two selection "
+         "columns show what checkpoint selection (step 0 = the start model included) would have given."),
+        (f"Δ vs baseline ({', '.join(base)}) and vs control: mean over the seeds both ran of the AUROC "
+         "difference on the same test images, with a 95% paired bootstrap over images and seeds; 'beats' "
+         "and 'worse' mark intervals that exclude 0."),
         ("Gap closed = (AUROC − AUROC of the baseline) / (AUROC of the oracle − AUROC of the baseline), "
-         f"baseline: {', '.join(base)}; oracle: {', '.join(top)} (the runs whose stored role says so); "
-         "blank when the group has no baseline or no oracle run."),
+         f"oracle: {', '.join(top)}, with a paired-bootstrap interval of the ratio; shown only where the "
+         "baseline→oracle gap is itself significant."),
         ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
          "(Bologna challenge)."),
     ]
@@ -100,6 +105,7 @@ def summarise(sel: Selection) -> pd.DataFrame:
     keys = sorted(df.groupby(GROUP).groups, key=lambda k: (k[0], PRESET_ORDER.get(k[1], 9), k[1], k[2]))
     df = pd.concat([_finish_group(df[(df[GROUP] == pd.Series(k, index=GROUP)).all(axis=1)]) for k in keys],
                    ignore_index=True)
+    df = compare.add_paired(sel, df)
     n_shifts = df.groupby(["task", "preset"])["shift"].transform("nunique")
     df["group"] = [f"{t} · {p}" + (f" · shift {s:g}" if k > 1 else "")
                    for t, p, s, k in zip(df["task"], df["preset"], df["shift"], n_shifts)]
@@ -107,21 +113,15 @@ def summarise(sel: Selection) -> pd.DataFrame:
 
 
 def _finish_group(g: pd.DataFrame) -> pd.DataFrame:
-    """Gap closed, seed notes and the AUROC sort order, all relative to the rest of the group.
+    """Reference names, seed notes and the AUROC sort order, all relative to the rest of the group.
 
-    Gap closed runs from the group's baseline-role run (0) to its oracle-role run (1); the two
-    method names are kept in `gap_baseline` / `gap_oracle` ("" when the group has none).
+    Gap closed (computed with the paired statistics in `compare`) runs from the group's baseline-role
+    run (0) to its oracle-role run (1); their names are kept in `gap_baseline` / `gap_oracle`.
     """
     g = g.copy()
     base_row, top_row = roles.reference(g, roles.BASELINE), roles.reference(g, roles.ORACLE)
-    base = math.nan if base_row is None else base_row[HEADLINE]
-    top = math.nan if top_row is None else top_row[HEADLINE]
     g["gap_baseline"] = "" if base_row is None else base_row["method"]
     g["gap_oracle"] = "" if top_row is None else top_row["method"]
-    den = top - base
-    usable = np.isfinite(den) and abs(den) > 1e-9
-    for suffix in ("", ".low", ".high"):
-        g["gap_closed" + suffix] = (g[HEADLINE + suffix] - base) / den if usable else math.nan
     most = int(g["n_seeds"].max())
     g["seeds"] = [_seed_note(n, f, most) for n, f in zip(g["n_seeds"], g["n_failed"])]
     return g.sort_values(HEADLINE, ascending=False, na_position="last", kind="stable")
@@ -160,6 +160,14 @@ def _ci(row: pd.Series, col: str) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _delta(row: pd.Series, col: str) -> str:
+    """A paired Δ with its interval and its verdict mark, or '—'."""
+    d, lo, hi = (_get(row, col + sfx) for sfx in ("", ".low", ".high"))
+    if not np.isfinite(d):
+        return "—"
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {compare.mark(lo, hi)}".rstrip()
+
+
 def _pct(x: float) -> str:
     return "" if not np.isfinite(x) else f"{x * 100:+.0f}%".replace("-", "−")
 
@@ -180,8 +188,10 @@ def display(group: pd.DataFrame) -> pd.DataFrame:
     for _, r in group.iterrows():
         out.append({
             "Method": label(r),
-            "AUROC (hard test)": _ci(r, HEADLINE),
+            "AUROC (hard test, final weights)": _ci(r, HEADLINE),
             "Interval": r["interval"],
+            "Δ vs baseline (paired)": _delta(r, "delta_base"),
+            "Δ vs control (paired)": _delta(r, "delta_control"),
             "TPR0": _num(_get(r, "hard_test.tpr0")),
             "TPR10": _num(_get(r, "hard_test.tpr10")),
             "Gap closed": _pct(r["gap_closed"]),
@@ -223,7 +233,7 @@ def markdown(summary: pd.DataFrame) -> str:
         d = display(g)
         lines += [f"### {title}", "", _md_row(d.columns), _md_row(["---"] * len(d.columns))]
         lines += [_md_row(r) for r in d.itertuples(index=False)]
-        lines.append("")
+        lines += ["", f"**Verdict.** {compare.verdict(g, title)}", ""]
         pc = per_class(g)
         if pc is not None:
             lines += ["Per-class one-vs-rest AUROC (hard test):", "", _md_row(pc.columns),
@@ -254,14 +264,14 @@ def text(summary: pd.DataFrame) -> str:
     """Compact fixed-width table for the terminal."""
     out = []
     for title, g in groups(summary):
-        rows = [("method", "AUROC [95% interval]", "TPR0", "TPR10", "gap", "seeds")]
+        rows = [("method", "AUROC [95% interval]", "Δ vs baseline [paired 95%]", "TPR10", "gap", "seeds")]
         for _, r in g.iterrows():
-            rows.append((label(r), _ci(r, HEADLINE), _num(_get(r, "hard_test.tpr0")),
+            rows.append((label(r), _ci(r, HEADLINE), _delta(r, "delta_base"),
                          _num(_get(r, "hard_test.tpr10")), _pct(r["gap_closed"]) or "—", r["seeds"]))
         widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
         lines = [_fixed(x, widths) for x in rows]
         out += [title, lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
-        out.append("")
+        out += [compare.verdict(g, title), ""]
     if (summary["oracle"] | summary["uses_target_labels"]).any():
         out.append(f"{ORACLE_MARK}/{LABELS_MARK} uses hard labels — not an unsupervised result")
     return "\n".join(out).rstrip() + "\n"
@@ -277,6 +287,7 @@ def results_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine table: identification columns, then every metric's mean/low/high."""
     ident = ["task", "preset", "shift", "method", "role", "oracle", "uses_target_labels", "n_seeds",
              "n_failed", "seeds_list", "interval", "seconds_mean", "gap_closed", "gap_closed.low",
-             "gap_closed.high"]
-    rest = [c for c in summary.columns if "." in c and not c.startswith("gap_closed")]
+             "gap_closed.high", "gap_significant", *(f"delta_{k}{x}" for k in ("base", "control")
+                                                     for x in ("", ".low", ".high"))]
+    rest = [c for c in summary.columns if "." in c and c not in ident]
     return summary[ident + rest].rename(columns={"seeds_list": "seeds"})

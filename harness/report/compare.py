@@ -1,0 +1,129 @@
+"""Paired columns of the tables: Δ AUROC against the baseline and the control, gap closed, verdicts.
+
+For every method of a group (task, preset, card) this pairs its runs with the reference's runs of
+the same seeds, on the same hard-test images (read from each run's predictions), and bootstraps the
+difference with `harness.report.paired`. A method "beats" a reference only when the 95% interval of
+the paired difference lies above 0. "Gap closed" is the bootstrapped ratio to the baseline→oracle
+gap, shown only where that gap is itself significantly positive. `verdict` writes, from these
+numbers, the one line per card that says whether any unsupervised method beats the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from harness.report import roles
+from harness.report.load import GROUP, Selection, latest_ok, predictions
+from harness.report.paired import gap_closed, paired_delta
+
+REFERENCES = {"base": roles.BASELINE, "control": roles.CONTROL}
+
+
+def _test_scores(sel: Selection, run_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image index, labels, scores) of a run's hard-test predictions, sorted by image index."""
+    df = predictions(sel, run_id)
+    if df is None:
+        return None
+    t = df[df["split"] == "hard_test"].sort_values("index")
+    cols = ["score"] if "score" in t else sorted((c for c in t if c.startswith("score_")),
+                                                  key=lambda c: int(c.split("_")[1]))
+    scores = t[cols].to_numpy(dtype=np.float64)
+    return t["index"].to_numpy(), t["label"].to_numpy(), scores[:, 0] if cols == ["score"] else scores
+
+
+def _blocks(sel: Selection, ok: pd.DataFrame, methods: list[str]
+            ) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """Labels and one (seeds, images[, K]) block per method over the seeds all of them share."""
+    by = {m: ok[ok["method"] == m].set_index("seed")["id"] for m in methods}
+    seeds = sorted(set.intersection(*(set(v.index) for v in by.values())))
+    if not seeds:
+        return None
+    labels, out, index = None, [], None
+    for m in methods:
+        rows = []
+        for s in seeds:
+            got = _test_scores(sel, by[m][s])
+            if got is None:
+                return None
+            idx, y, sc = got
+            if index is None:
+                index, labels = idx, y
+            elif not (np.array_equal(idx, index) and np.array_equal(y, labels)):
+                return None        # not the same test images: no paired comparison
+            rows.append(sc)
+        out.append(np.stack(rows))
+    return labels, out
+
+
+def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Add Δ-vs-reference columns (`delta_base`, `delta_control`, each with `.low`/`.high` and the
+    shared seed count) and replace gap closed by its paired-bootstrap ratio."""
+    out = summary.copy()
+    for col in ("delta_base", "delta_control", "gap_closed"):
+        for suffix in ("", ".low", ".high"):
+            out[col + suffix] = math.nan
+    out["gap_significant"] = False
+    out["gap_closed"] = out["gap_closed"].astype(float)
+    ok = latest_ok(sel)
+    for key, g in out.groupby(GROUP, sort=False):
+        mine = ok[(ok[GROUP] == pd.Series(key, index=GROUP)).all(axis=1)]
+        refs = {k: roles.reference(g, r) for k, r in REFERENCES.items()}
+        oracle = roles.reference(g, roles.ORACLE)
+        for i, row in g.iterrows():
+            for k, ref in refs.items():
+                if ref is None or ref["method"] == row["method"]:
+                    continue
+                got = _blocks(sel, mine, [row["method"], ref["method"]])
+                if got is not None:
+                    d = paired_delta(got[0], got[1][0], got[1][1], n_boot=n_boot)
+                    out.loc[i, [f"delta_{k}", f"delta_{k}.low", f"delta_{k}.high"]] = d.delta, d.low, d.high
+            base = refs["base"]
+            if base is None or oracle is None:
+                continue
+            if row["method"] in (base["method"], oracle["method"]):   # 0 and 1 by definition
+                out.loc[i, "gap_closed"] = float(row["method"] == oracle["method"])
+                continue
+            got = _blocks(sel, mine, [row["method"], base["method"], oracle["method"]])
+            if got is not None:
+                ratio, lo, hi, significant = gap_closed(got[0], *got[1], n_boot=n_boot)
+                out.loc[g.index, "gap_significant"] = significant
+                if significant:
+                    out.loc[i, ["gap_closed", "gap_closed.low", "gap_closed.high"]] = ratio, lo, hi
+        if not out.loc[g.index, "gap_significant"].any():   # no significant gap: no ratio, references too
+            out.loc[g.index, "gap_closed"] = math.nan
+    return out
+
+
+def mark(low: float, high: float) -> str:
+    """'beats' / 'worse' when the paired interval excludes 0, else ''."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return "beats" if low > 0 else "worse" if high < 0 else ""
+
+
+def verdict(group: pd.DataFrame, title: str) -> str:
+    """One line, from the numbers: do unsupervised methods beat the baseline on this card?"""
+    base = roles.reference(group, roles.BASELINE)
+    un = group[roles.unsupervised(group)]
+    if base is None:
+        return f"{title}: no baseline run, so no verdict."
+    tested = un[np.isfinite(un["delta_base.low"])]
+    if tested.empty:
+        return f"{title}: no unsupervised method has paired runs against {base['method']}."
+    wins = tested[tested["delta_base.low"] > 0]
+    worse = tested[tested["delta_base.high"] < 0]
+    head = (f"{title}: {len(wins)} of {len(tested)} unsupervised methods beat {base['method']} "
+            "(paired 95% interval of Δ AUROC above 0)")
+    parts = [head + (": " + ", ".join(f"{r.method} {r.delta_base:+.3f}" for r in wins.itertuples())
+                     if len(wins) else "")]
+    if len(worse):
+        parts.append(f"{len(worse)} are worse ({', '.join(worse['method'])})")
+    gap = group["gap_significant"].any()
+    oracle = roles.reference(group, roles.ORACLE)
+    if oracle is not None:
+        parts.append(f"the {base['method']}→{oracle['method']} gap is "
+                     + ("significant" if gap else "not significant, so gap closed is not shown"))
+    return "; ".join(parts) + "."
