@@ -136,8 +136,10 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
 def _estimate_prior(source: LensFinder, p: Prepared, batch_size: int, autocast) -> PriorEstimate:
     """BBSE from the source model: its confusion on easy val and its predictions on the hard pool."""
     k = p.num_classes
-    val = infer(source, p.source_val, batch_size, autocast).argmax(1).cpu().numpy()
-    pool = infer(source, p.pool, batch_size, autocast).argmax(1).cpu().numpy()
+    source.eval()
+    logits = lambda b: source(b.images, b.catalog)  # noqa: E731
+    val = infer(logits, p.source_val, batch_size, autocast).argmax(1).cpu().numpy()
+    pool = infer(logits, p.pool, batch_size, autocast).argmax(1).cpu().numpy()
     return bbse(val, p.source_val.labels.cpu().numpy(), pool, k)
 
 
