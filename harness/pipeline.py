@@ -137,7 +137,7 @@ def _estimate_prior(source: LensFinder, p: Prepared, batch_size: int, autocast) 
     """BBSE from the source model: its confusion on easy val and its predictions on the hard pool."""
     k = p.num_classes
     source.eval()
-    logits = lambda b: source(b.images, b.catalog)  # noqa: E731
+    logits = lambda b: source(b.images, b.catalog)
     val = infer(logits, p.source_val, batch_size, autocast).argmax(1).cpu().numpy()
     pool = infer(logits, p.pool, batch_size, autocast).argmax(1).cpu().numpy()
     return bbse(val, p.source_val.labels.cpu().numpy(), pool, k)

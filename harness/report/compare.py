@@ -120,7 +120,8 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     parts = [head + (": " + ", ".join(f"{r.method} {r.delta_base:+.3f}" for r in wins.itertuples())
                      if len(wins) else "")]
     if len(worse):
-        parts.append(f"{len(worse)} {'is' if len(worse) == 1 else 'are'} worse ({', '.join(worse['method'])})")
+        verb = "is" if len(worse) == 1 else "are"
+        parts.append(f"{len(worse)} {verb} worse ({', '.join(worse['method'])})")
     gap = group["gap_significant"].any()
     oracle = roles.reference(group, roles.ORACLE)
     if oracle is not None:
