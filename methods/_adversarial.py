@@ -2,7 +2,7 @@
 
 Private (the leading `_` keeps the registry from importing it as a method), so the three method files
 build on this instead of one plug-in importing another. The discriminator and the gradient-reversal
-layer are pytorch-adapt's. The domain loss is Ganin et al.'s (JMLR 2016, eq. 9) and pytorch-adapt's
+layer are pytorch-adapt's. The domain loss is Ganin et al.'s (JMLR 2016) and pytorch-adapt's
 DANN hook's: the mean BCE over the source batch PLUS the mean BCE over the target batch (a sum of two
 domain terms, not a mean over the joint batch). A variant chooses what the discriminator sees
 (`disc_in_dim`, `disc_input`; default: the fused embedding, i.e. DANN) and how samples are weighted

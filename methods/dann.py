@@ -1,6 +1,6 @@
 """DANN (Ganin et al. 2016, JMLR): align source and target embeddings by fooling a domain discriminator.
 
-As published: source CE + the domain loss of Ganin's eq. 9 (mean BCE over the source batch + mean BCE
+As published: source CE + Ganin's domain loss (mean BCE over the source batch + mean BCE
 over the target batch, as pytorch-adapt's DANN hook), through a gradient-reversal layer whose weight
 follows Ganin's ramp 2/(1+exp(-10p))-1. The discriminator sees the fused embedding; every sample
 weighs the same. Recipe: TLlib's for DANN (`harness.api.SGD_RECIPE`: momentum-0.9 SGD, lr 0.01,

@@ -5,13 +5,14 @@ the wrong marginals (matching p(z) across different class priors forces lenses o
 IWDAN re-weights every SOURCE term, the domain loss and the classification loss, per sample by
 w[y_s] = q_t(y)/p_s(y), so the weighted source marginal is the one to match under generalised label
 shift. The weights start from the harness's label-free BBSE estimate (`ctx.target_prior /
-ctx.source_prior`; if the harness gives none, from the solve below at epoch 0) and are re-estimated
+ctx.source_prior`; if the harness gives none, from the solve below, on first use) and are re-estimated
 from the current model at each new pass over the target pool, as the paper: on a fixed source subset
 C[i, j] = mean softmax_i · 1[y = j], on the pool mu = mean softmax; solve C w = mu (least squares),
 clip at 0, rescale so that sum_y p_s(y) w[y] = 1 (the reference's QP constraint), and average with the
-previous w (the reference's `ma` = 0.5). The reference solves the same problem as a QP (cvxopt) and
-also divides the source CE by K·p_s(y) (a balanced error); with a balanced source that factor is 1,
-and it is not used here. Recipe and discriminator: DANN's (`methods/_adversarial.py`).
+previous w (the reference's `ma` = 0.5). The reference accumulates C and mu over the pass's training
+batches (train mode) where this uses an eval-mode pass at the start of the next; it solves the same
+problem as a QP (cvxopt); and it also divides the source CE by K·p_s(y) (a balanced error), which is 1
+with a balanced source and is not used here. Recipe and discriminator: DANN's (`methods/_adversarial.py`).
 """
 
 from __future__ import annotations
