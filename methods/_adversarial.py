@@ -1,10 +1,12 @@
-"""What DANN and CDAN share: a gradient-reversed domain discriminator, its loss and Ganin's ramp.
+"""What DANN, CDAN and IWDAN share: a gradient-reversed domain discriminator, its loss and Ganin's ramp.
 
-Private (the leading `_` keeps the registry from importing it as a method), so `cdan.py` and
-`dann.py` both build on this instead of one plug-in importing another. The discriminator and the
-gradient-reversal layer are pytorch-adapt's; the loss is written out so it stays typed and explicit.
-A subclass chooses what the discriminator sees (`disc_in_dim`, `disc_input`) and how samples are
-weighted (`domain_weights`).
+Private (the leading `_` keeps the registry from importing it as a method), so the three method files
+build on this instead of one plug-in importing another. The discriminator and the gradient-reversal
+layer are pytorch-adapt's. The domain loss is Ganin et al.'s (JMLR 2016) and pytorch-adapt's
+DANN hook's: the mean BCE over the source batch PLUS the mean BCE over the target batch (a sum of two
+domain terms, not a mean over the joint batch). A variant chooses what the discriminator sees
+(`disc_in_dim`, `disc_input`; default: the fused embedding, i.e. DANN) and how samples are weighted
+(`domain_weights`, `class_loss`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from pytorch_adapt.layers import GradientReversal
 from pytorch_adapt.models import Discriminator
 from torch import Tensor
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, scalars
+from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, scalars
 
+# TLlib's DANN/CDAN recipe (SGD, Ganin schedule, backbone 0.1x; the discriminator, a new layer, at 1x).
 ADVERSARIAL_HPARAMS: dict[str, Any] = {
-    "lr": 3e-4,              # model and discriminator
-    "weight_decay": 1e-4,
+    **SGD_RECIPE,
     "lambda_max": 1.0,       # final gradient-reversal weight
-    "lambda_gamma": 10.0,    # steepness of the ramp
+    "lambda_gamma": 10.0,    # steepness of Ganin's ramp
     "disc_hidden": 256,      # discriminator MLP width (DomainBed's mlp_width)
 }
 
@@ -34,6 +36,20 @@ def grl_lambda(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0
 
 
+def domain_bce(d: Tensor, n_src: int, weight: Tensor | None = None, normalise: bool = False) -> Tensor:
+    """Source term (label 1, rows `:n_src`) + target term (label 0): each the mean of `weight`·BCE over
+    its own domain, divided by that domain's row count, or by its weight sum when `normalise`."""
+    y = torch.zeros_like(d)
+    y[:n_src] = 1.0
+    per = F.binary_cross_entropy_with_logits(d, y, reduction="none")
+    w = torch.ones_like(per) if weight is None else weight
+    total = per.new_zeros(())
+    for rows in (slice(0, n_src), slice(n_src, None)):
+        den = w[rows].sum() if normalise else per.new_tensor(float(per[rows].numel()))
+        total = total + (w[rows] * per[rows]).sum() / den
+    return total
+
+
 class DomainAdversarial(AdaptationMethod):
     """Source CE + gradient-reversed domain BCE (source = 1, target = 0); not registered itself."""
 
@@ -41,42 +57,47 @@ class DomainAdversarial(AdaptationMethod):
         super().setup(ctx)
         self.steps = max(1, ctx.steps)
         self.grl = GradientReversal(weight=0.0).to(ctx.device)
-        self.disc = Discriminator(self.disc_in_dim(ctx), h=int(self.hp["disc_hidden"])).to(ctx.device)
-        self.opt = ctx.optimizer(list(self.model.parameters()) + list(self.disc.parameters()),
-                                 lr=self.hp["lr"], weight_decay=self.hp["weight_decay"])
+        self.disc = Discriminator(self.disc_in_dim(), h=int(self.hp["disc_hidden"])).to(ctx.device)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The model's groups plus the discriminator, a layer trained from scratch, at the full rate."""
+        return [*super().param_groups(), {"params": list(self.disc.parameters()), "lr_mult": 1.0}]
 
     # ---- what a variant chooses ----------------------------------------------------------------
-    def disc_in_dim(self, ctx: AdaptContext) -> int:
+    def disc_in_dim(self) -> int:
         """Input width of the discriminator (called in setup, before the discriminator is built)."""
-        raise NotImplementedError
+        return int(self.model.dim)
 
     def disc_input(self, z: Tensor, logits: Tensor) -> Tensor:
         """What the discriminator sees for embeddings `z` with classifier outputs `logits`."""
-        raise NotImplementedError
+        return z.float()
 
-    def domain_weights(self, logits: Tensor, n_src: int) -> Tensor | None:
-        """Per-sample BCE weights, or None for a plain mean."""
-        raise NotImplementedError
+    def domain_weights(self, logits: Tensor, src: Batch) -> tuple[Tensor | None, bool]:
+        """Per-sample BCE weights over the joint batch (None: all 1) and whether each domain's term is a
+        weighted mean (True) or a mean over its rows (False)."""
+        return None, False
+
+    def class_loss(self, logits: Tensor, src: Batch) -> Tensor:
+        """The source classification loss on the source rows' logits."""
+        return F.cross_entropy(logits, src.labels)
 
     # ---- the shared loss and step --------------------------------------------------------------
-    def domain_loss(self, z: Tensor, logits: Tensor, n_src: int) -> tuple[Tensor, Tensor]:
-        """BCE of the discriminator (source = 1, target = 0) on gradient-reversed inputs; also accuracy."""
+    def domain_loss(self, z: Tensor, logits: Tensor, src: Batch) -> tuple[Tensor, Tensor]:
+        """`domain_bce` of the discriminator on gradient-reversed inputs; also its accuracy."""
+        n = len(src)
         d = self.disc(self.grl(self.disc_input(z, logits))).float()
-        y = torch.zeros_like(d)
-        y[:n_src] = 1.0
-        loss = F.binary_cross_entropy_with_logits(d, y, weight=self.domain_weights(logits, n_src))
-        return loss, ((d > 0).float() == y).float().mean()
+        weight, normalise = self.domain_weights(logits, src)
+        truth = torch.arange(len(d), device=d.device) < n
+        return domain_bce(d, n, weight, normalise), ((d > 0) == truth).float().mean()
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
         b = len(src)
         z = self.model.embed(torch.cat([src.images, tgt.images]), torch.cat([src.catalog, tgt.catalog]))
-        logits = self.model.head(z)
-        cls = F.cross_entropy(logits[:b].float(), src.labels)
+        logits = self.model.head(z).float()
+        cls = self.class_loss(logits[:b], src)
         lam = self.hp["lambda_max"] * grl_lambda(step / self.steps, self.hp["lambda_gamma"])
         self.grl.update_weight(lam)
-        dom, dom_acc = self.domain_loss(z, logits, b)
+        dom, dom_acc = self.domain_loss(z, logits, src)
         loss = cls + dom
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.step(loss)
         return scalars(loss=loss, cls=cls, domain=dom, domain_acc=dom_acc, grl_lambda=lam)

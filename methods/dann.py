@@ -1,17 +1,18 @@
-"""DANN (Ganin et al. 2016): align source and target embeddings by fooling a domain discriminator.
+"""DANN (Ganin et al. 2016, JMLR): align source and target embeddings by fooling a domain discriminator.
 
-The step (source CE + gradient-reversed domain BCE, Ganin's lambda ramp) is shared with CDAN in
-`methods/_adversarial.py`; DANN is the marginal variant: the discriminator sees the fused
-embedding itself and every sample weighs the same.
+As published: source CE + Ganin's domain loss (mean BCE over the source batch + mean BCE
+over the target batch, as pytorch-adapt's DANN hook), through a gradient-reversal layer whose weight
+follows Ganin's ramp 2/(1+exp(-10p))-1. The discriminator sees the fused embedding; every sample
+weighs the same. Recipe: TLlib's for DANN (`harness.api.SGD_RECIPE`: momentum-0.9 SGD, lr 0.01,
+weight decay 1e-3, Ganin's annealing lr·(1+10p)^-0.75, the pretrained backbone at 0.1x), the
+discriminator (a new layer) at 1x. The step is shared with CDAN and IWDAN in `methods/_adversarial.py`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torch import Tensor
-
-from harness.api import AdaptContext, register
+from harness.api import register
 from methods._adversarial import ADVERSARIAL_HPARAMS, DomainAdversarial
 
 
@@ -21,12 +22,3 @@ class DANN(DomainAdversarial):
 
     name = "dann"
     hparams: ClassVar[dict[str, Any]] = {**ADVERSARIAL_HPARAMS}
-
-    def disc_in_dim(self, ctx: AdaptContext) -> int:
-        return int(self.model.dim)
-
-    def disc_input(self, z: Tensor, logits: Tensor) -> Tensor:
-        return z
-
-    def domain_weights(self, logits: Tensor, n_src: int) -> Tensor | None:
-        return None

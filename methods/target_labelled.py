@@ -1,10 +1,14 @@
-"""target_labelled: fine-tune the source model on the 20% labelled hard split only."""
+"""target_labelled: fine-tune the source model on the 20% labelled hard split only.
+
+The shared recipe (`harness.api.SGD_RECIPE`), the adaptation steps and weak augmentation, so it
+differs from `source_finetune` only in which labelled data it sees.
+"""
 
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 
-from harness.api import AdaptationMethod, AdaptContext, Batch, register, scalars
+from harness.api import SGD_RECIPE, AdaptationMethod, Batch, register, scalars
 
 
 @register
@@ -13,16 +17,10 @@ class TargetLabelled(AdaptationMethod):
 
     name = "target_labelled"
     uses_target_labels = True
-    hparams: ClassVar[dict[str, Any]] = {"lr": 5e-4, "weight_decay": 1e-4}
-
-    def setup(self, ctx: AdaptContext) -> None:
-        super().setup(ctx)
-        self.opt = ctx.optimizer(self.model.parameters())
+    hparams: ClassVar[dict[str, Any]] = {**SGD_RECIPE}
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
-        b = self.ctx.labelled.sample(self.ctx.batch_size, self.ctx.generator)
-        loss = F.cross_entropy(self.model(self.ctx.augment(b.images, "weak"), b.catalog), b.labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        b = self.ctx.labelled.sample(len(src), self.ctx.generator)
+        loss = F.cross_entropy(self.model(self.ctx.augment(b.images, "weak"), b.catalog).float(), b.labels)
+        self.step(loss)
         return scalars(loss=loss)

@@ -29,26 +29,24 @@ def test_method_runs_on_smoke_preset(smoke_root: Path, method: str) -> None:
 
 PLUGIN = '''
 import torch.nn.functional as F
-from harness.api import AdaptationMethod, AdaptContext, Batch
+from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch
 
 
 class Probe(AdaptationMethod):
     """Plug-in probe: source CE; records whether target batches ever carried labels."""
 
     name = "plugin_probe"
+    hparams = {**SGD_RECIPE, "lr": 1e-4}
     seen_target_labels = []
 
     def setup(self, ctx: AdaptContext) -> None:
-        self.model = ctx.model
-        self.opt = ctx.optimizer(self.model.parameters(), lr=1e-4)
+        super().setup(ctx)
         assert ctx.labelled is None
 
     def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
         Probe.seen_target_labels.append(tgt.labels is not None)
         loss = F.cross_entropy(self.model(src.images, src.catalog), src.labels)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
+        self.step(loss)
         return {"loss": loss.item()}
 '''
 

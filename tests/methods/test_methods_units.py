@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from method_fixtures import STEPS, batches, run_method, start
 
-from harness.api import AdaptationMethod, AdaptContext, DomainData, scalars
-from harness.models.finder import LensFinder
+from harness.api import scalars
 from harness.neighbours import faiss_available, knn_search
 from harness.registry import all_methods, get_method
 
-B, STEPS = 8, 5
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,67 +36,17 @@ def registered(trained: bool | None = None) -> list[str]:
 # ("unsupervised DA" or not), so flipping one is a test failure. A new method's flags are its own claim;
 # test_target_labels_only_where_declared checks it keeps to them.
 SHIPPED_FLAGS = {
-    "cdan": (False, False), "contrastive_knn": (False, False), "dann": (False, False), "mcc": (False, False),
-    "oracle": (True, True), "pseudo_label": (False, False), "pseudo_label_semi": (True, False),
-    "source_only": (False, False), "target_labelled": (True, False),
+    "cdan": (False, False), "contrastive_knn": (False, False), "dann": (False, False),
+    "iwdan": (False, False), "mcc": (False, False), "oracle": (True, True), "pseudo_label": (False, False),
+    "pseudo_label_semi": (True, False), "source_finetune": (False, False), "source_only": (False, False),
+    "target_labelled": (True, False),
 }
-
-
-class Tripwire:
-    """Stands in for ctx.labelled: any use fails the test."""
-
-    def __getattr__(self, name: str):
-        raise AssertionError(f"method touched ctx.labelled.{name} without uses_target_labels")
-
-    def __len__(self) -> int:
-        raise AssertionError("method touched len(ctx.labelled) without uses_target_labels")
-
-
-def domain(n: int, labels: bool, seed: int, shift: float = 0.0) -> DomainData:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    images = torch.randn(n, 3, 16, 16, generator=g) + shift + y[:, None, None, None].float()
-    return DomainData(images, torch.randn(n, 4, generator=g), y if labels else None, f"d{seed}")
-
-
-def weak(x: torch.Tensor, strength: str = "weak") -> torch.Tensor:
-    x = torch.flip(x, dims=[3])
-    return x + 0.1 * torch.randn_like(x) if strength == "strong" else x
-
-
-def make_ctx(cls: type[AdaptationMethod], **overrides) -> AdaptContext:
-    """As the pipeline builds it: the labelled split only where declared, pool labels only for oracles."""
-    torch.manual_seed(0)
-    labelled = domain(24, True, 3, shift=0.5) if cls.uses_target_labels or cls.oracle else Tripwire()
-    return AdaptContext(
-        model=LensFinder("small", 3, n_features=4), source=domain(64, True, 1),
-        target=domain(40, cls.oracle, 2, shift=0.5), labelled=labelled, device=torch.device("cpu"),
-        steps=STEPS, batch_size=B, num_classes=2, seed=0, hparams={**cls.hparams, **overrides},
-        augment=weak, generator=torch.Generator().manual_seed(0), log=lambda s: None)
-
-
-def run_method(name: str, steps: int = STEPS, **overrides) -> tuple[AdaptationMethod, list[dict]]:
-    cls = get_method(name)
-    ctx = make_ctx(cls, **overrides)
-    method = cls()
-    method.setup(ctx)
-    method.train()
-    method.on_epoch_start(0)
-    logs = []
-    for step in range(steps if cls.train_model else 0):
-        src, tgt = ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator)
-        assert (tgt.labels is None) is not cls.oracle
-        with ctx.autocast():
-            logs.append(method.update(src, tgt, step))
-    return method, logs
 
 
 @pytest.mark.parametrize("name", registered())
 def test_update_runs_finite_and_trains(name: str) -> None:
     cls = get_method(name)
-    ctx = make_ctx(cls)
-    method = cls()
-    method.setup(ctx)
+    method, ctx = start(name)
     assert method.model is ctx.model and method.ctx is ctx and method.hp == ctx.hparams  # base setup ran
     # checkpoints are state_dicts: the context and hparams are plain attributes, never state
     tops = {k.split(".")[0] for k in method.state_dict()}
@@ -111,7 +60,7 @@ def test_update_runs_finite_and_trains(name: str) -> None:
     before = {k: v.detach().clone() for k, v in method.model.named_parameters()}
     method.on_epoch_start(0)
     for step in range(STEPS):
-        out = method.update(ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator), step)
+        out = method.update(*batches(method, ctx), step)
         assert out and all(isinstance(v, float) for v in out.values()), out
         assert all(torch.isfinite(torch.tensor(v)) for v in out.values()), out
     changed = [k for k, v in method.model.named_parameters() if not torch.equal(v, before[k])]
@@ -182,24 +131,28 @@ def test_scalars_reads_tensors_and_numbers_as_float32() -> None:
 def test_gradient_reversal_flips_feature_gradient() -> None:
     from methods._adversarial import grl_lambda
 
-    method = get_method("dann")()
-    method.setup(make_ctx(get_method("dann")))
+    method, ctx = start("dann")
+    src = ctx.source.sample(2, ctx.generator)   # 2 source rows, 4 target rows
     z = torch.randn(6, method.model.dim, requires_grad=True)
     logits = torch.randn(6, 2)
-    y = torch.tensor([1.0, 1, 1, 0, 0, 0])
-    plain = F.binary_cross_entropy_with_logits(method.disc(z), y)
+
+    def plain_loss(x: torch.Tensor) -> torch.Tensor:   # Ganin's: source mean + target mean, no reversal
+        d = method.disc(x)
+        return (F.binary_cross_entropy_with_logits(d[:2], torch.ones(2))
+                + F.binary_cross_entropy_with_logits(d[2:], torch.zeros(4)))
+
+    plain = plain_loss(z)
     (g_plain,) = torch.autograd.grad(plain, z)
     for lam in (1.0, 0.3):
         method.grl.update_weight(lam)
-        rev, _ = method.domain_loss(z, logits, 3)
-        assert torch.allclose(rev, plain)
+        rev, _ = method.domain_loss(z, logits, src)
+        torch.testing.assert_close(rev, plain)
         (g_rev,) = torch.autograd.grad(rev, z)
         torch.testing.assert_close(g_rev, -lam * g_plain)
     # the discriminator itself is trained on the un-reversed loss
-    rev, _ = method.domain_loss(z.detach(), logits, 3)
+    rev, _ = method.domain_loss(z.detach(), logits, src)
     g_disc = torch.autograd.grad(rev, list(method.disc.parameters()))
-    g_disc_plain = torch.autograd.grad(F.binary_cross_entropy_with_logits(method.disc(z.detach()), y),
-                                       list(method.disc.parameters()))
+    g_disc_plain = torch.autograd.grad(plain_loss(z.detach()), list(method.disc.parameters()))
     for a, b in zip(g_disc, g_disc_plain):
         torch.testing.assert_close(a, b)
     assert grl_lambda(0.0) == 0.0 and grl_lambda(0.5) == pytest.approx(0.98661, abs=1e-4)
@@ -207,7 +160,7 @@ def test_gradient_reversal_flips_feature_gradient() -> None:
 
 
 def test_pseudo_labels_below_threshold_contribute_nothing() -> None:
-    from methods.pseudo_label import unlabelled_loss, warmup
+    from methods._adamatch import unlabelled_loss, warmup
 
     strong = torch.randn(8, 2, requires_grad=True)
     probs = torch.tensor([[0.6, 0.4]] * 8)
@@ -253,7 +206,6 @@ def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
     assert method.bank_feat.shape == (40, method.model.dim) and method.bank_prob.shape == (40, 2)
     torch.testing.assert_close(method.bank_feat.norm(dim=1), torch.ones(40))
     torch.testing.assert_close(method.bank_prob.sum(1), torch.ones(40))
-    assert method.src_feat.shape[0] == min(64, method.hp["source_bank"])
     rows = torch.arange(40)
     neigh = method.target_neighbours(method.bank_feat, rows)   # each bank row queried against the bank
     assert neigh.shape == (40, method.hp["k"])
@@ -263,14 +215,11 @@ def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
 @pytest.mark.parametrize("name", registered(trained=True))
 def test_update_under_bf16_autocast(name: str) -> None:
     """The harness runs update() (and we run bank refreshes) under bf16 autocast on capable CPUs."""
-    cls = get_method(name)
-    ctx = make_ctx(cls)
+    method, ctx = start(name)
     ctx.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    method = cls()
-    method.setup(ctx)
     method.on_epoch_start(0)
     for step in range(2):
-        src, tgt = ctx.source.sample(B, ctx.generator), ctx.target.sample(B, ctx.generator)
+        src, tgt = batches(method, ctx)
         with ctx.autocast():
             out = method.update(src, tgt, step)
         assert all(torch.isfinite(torch.tensor(v)) for v in out.values()), out
