@@ -10,9 +10,9 @@
 
 Both start from the preset's cached source lens finder (`stage_ssl` + `stage_source`), use the
 easy train split as source and the hard pool (no labels) as target, the same batch size per
-domain, the same number of steps, the same optimiser settings (AdamW, the `dann` method's lr,
-weight decay and discriminator width) and pytorch-adapt's `Discriminator`. The hard test split
-is touched only once training is over, by `harness.metrics.auroc_ci` on both models (the
+domain, the same number of steps, the same optimiser settings (momentum SGD with the `dann` recipe's
+lr, momentum, Nesterov flag and weight decay, and its discriminator width) and pytorch-adapt's
+`Discriminator`. The hard test split is touched only once training is over, by `harness.metrics.auroc_ci` on both models (the
 harness's own evaluation does the same for (a), with the same n_boot and seed).
 
 How the lens finder maps onto stock G/C/D
@@ -31,7 +31,8 @@ Where the stock recipe differs from ours (deliberately: that is what "stock" mea
   BatchNorm batches) where ours runs once on the concatenation.
 - Augmentation is per-sample rot90 + horizontal flip in `__getitem__` (host, torch RNG so
   DataLoader workers differ); ours adds small shifts on the device.
-- fp32, contiguous (not channels_last) model, one AdamW per container key, not fused.
+- fp32, contiguous (not channels_last) model, one SGD per container key at a constant LR (ours
+  anneals with Ganin's schedule and gives the pretrained backbone 0.1x the rate).
 
 Throughput counts training steps only (2 x batch images per step, the loader included, the first
 step included, checkpoints and evaluation excluded). For (a) it is the `adapt()` loop's time
@@ -145,7 +146,9 @@ def stock_dann(p: Prepared, source: nn.Module, hp: dict, steps: int, batch: int,
     G = PackedEmbedding(finder, h, f)
     D = Discriminator(in_size=int(finder.dim), h=int(hp["disc_hidden"])).to(device)
     models = Models({"G": G, "C": C, "D": D})
-    optimizers = Optimizers((torch.optim.AdamW, {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}))
+    sgd = {"lr": hp["lr"], "momentum": hp["momentum"], "nesterov": hp["nesterov"],
+           "weight_decay": hp["weight_decay"]}
+    optimizers = Optimizers((torch.optim.SGD, sgd))
     adapter = DANN(models=models, optimizers=optimizers,
                    hook_kwargs={"gradient_reversal_weight": hp["lambda_max"]})
 

@@ -141,13 +141,6 @@ class AdaptContext:
     generator: torch.Generator | None = None
     log: Callable[[str], None] = print
 
-    def optimizer(self, params, lr: float | None = None, weight_decay: float | None = None
-                  ) -> torch.optim.Optimizer:
-        """AdamW with the fused kernel where the device has one."""
-        lr = self.hparams.get("lr", 1e-3) if lr is None else lr
-        wd = self.hparams.get("weight_decay", 1e-4) if weight_decay is None else weight_decay
-        return adamw(params, self.device, lr, wd)
-
 
 class AdaptationMethod(nn.Module):
     """Base class. Subclasses set `name`, optionally `hparams`, and implement setup/update.

@@ -67,5 +67,5 @@ def build_optimizer(groups: list[dict[str, Any]], hp: dict[str, Any], device: to
 def build_scheduler(opt: torch.optim.Optimizer, hp: dict[str, Any], steps: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
     """The recipe's schedule, applied to every group (each keeps its own `lr_mult` base)."""
-    f = schedule_factor(str(hp.get("schedule", "constant")), steps, float(hp.get("final_lr", 0.25)))
+    f = schedule_factor(str(hp.get("schedule", "constant")), steps, float(hp.get("lr_decay", 0.25)))
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
