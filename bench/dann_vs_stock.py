@@ -12,8 +12,9 @@ Both start from the preset's cached source lens finder (`stage_ssl` + `stage_sou
 easy train split as source and the hard pool (no labels) as target, the same batch size per
 domain, the same number of steps, the same optimiser settings (momentum SGD with the `dann` recipe's
 lr, momentum, Nesterov flag and weight decay, and its discriminator width) and pytorch-adapt's
-`Discriminator`. The hard test split is touched only once training is over, by `harness.metrics.auroc_ci` on both models (the
-harness's own evaluation does the same for (a), with the same n_boot and seed).
+`Discriminator`. The hard test split is touched only once training is over, by
+`harness.metrics.auroc_ci` on both models (the harness's own evaluation does the same for (a),
+with the same n_boot and seed).
 
 How the lens finder maps onto stock G/C/D
 - G is the lens finder's fused image+catalog embedding (`LensFinder.embed`), C its linear head,
