@@ -75,7 +75,8 @@ def load_hard_set(root: Path) -> HardSet:
     root = Path(root)
     for f in ("catalog.csv", "meta.json", "card.yaml", "splits/test.npy"):
         if not (root / f).is_file():
-            raise BadInput(f"--hard {root}: {f} missing (need a set made by `harness data generate`)")
+            raise BadInput(f"--hard {root}: {f} missing (pass a simulated hard set: a test split, "
+                           "a truth catalog and its card)")
     try:
         cat = pd.read_csv(root / "catalog.csv")
         meta = json.loads((root / "meta.json").read_text())
