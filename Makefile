@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m harness run --method all --preset demo --seeds 0,1,2
+	$(PY) -m harness run --method all --preset demo --seeds 0,1,2,3,4
 	$(PY) -m harness report --out reports/latest
 
 test: $(STAMP)
@@ -26,7 +26,7 @@ smoke: $(STAMP)
 	$(PY) -m harness run --method source_only --preset smoke --store runs/smoke.db
 
 lint: $(STAMP)
-	$(PY) -m ruff check harness methods tests
+	$(PY) -m ruff check harness methods tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks

@@ -93,7 +93,7 @@ PRESETS: dict[str, Preset] = {
     # The default: the full comparison on a laptop CPU in minutes.
     "demo": Preset(
         name="demo",
-        data=DataConfig(n_easy=2000, n_hard=3000),
+        data=DataConfig(n_easy=2000, n_hard=5000),   # hard test split: 20% = 1000 images
         ssl=SSLConfig(steps=100, batch_size=96),
         source=SourceConfig(steps=400, batch_size=64),
         adapt=AdaptConfig(steps=200, batch_size=48),
