@@ -34,7 +34,8 @@ def slug(text: str) -> str:
 
 
 def _runs_of(ok: pd.DataFrame, r: pd.Series) -> pd.DataFrame:
-    mask = ((ok["task"] == r["task"]) & (ok["preset"] == r["preset"]) & (ok["shift"] == r["shift"])
+    mask = ((ok["task"] == r["task"]) & (ok["preset"] == r["preset"]) & (ok["card"] == r["card"])
+            & (ok["shift"] == r["shift"])
             & (ok["method"] == r["method"]))
     return ok[mask].sort_values("seed")
 

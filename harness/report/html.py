@@ -41,7 +41,7 @@ def figure(f: Fig) -> str:
 
 
 def runs_table(runs: pd.DataFrame) -> str:
-    cols = ["id", "time", "task", "preset", "shift", "method", "seed", "status", "seconds", "device",
+    cols = ["id", "time", "task", "preset", "card", "shift", "method", "seed", "status", "seconds", "device",
             "code_version"]
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_esc(r[c])}</td>" for c in cols) + "</tr>"

@@ -17,7 +17,7 @@ from harness.errors import BadInput
 from harness.report import roles
 from harness.store import Store
 
-GROUP = ["task", "preset", "shift"]
+GROUP = ["task", "preset", "card", "shift"]   # a card: the target domain a run adapted to
 
 
 @dataclass
@@ -35,6 +35,15 @@ class Selection:
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
+
+
+def _card(config: str) -> str:
+    """The target card or set a run used (its name, without folder or .yaml), "" when unknown."""
+    try:
+        hard = json.loads(config).get("data", {}).get("hard")
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return Path(str(hard)).stem if hard else ""
 
 
 def _shift(config: str) -> float:
@@ -57,6 +66,7 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
         if col not in runs.columns:  # a store written before the column existed
             runs[col] = default
     runs["shift"] = [_shift(c) for c in runs["config"]]
+    runs["card"] = [_card(c) for c in runs["config"]]
     for col in ("oracle", "uses_target_labels"):
         runs[col] = runs[col].fillna(0).astype(int).astype(bool)
     runs = roles.normalise(runs)

@@ -43,6 +43,8 @@ def legend(rows: pd.DataFrame) -> list[str]:
         ("Gap closed = (AUROC − AUROC of the baseline) / (AUROC of the oracle − AUROC of the baseline), "
          f"oracle: {', '.join(top)}, with a paired-bootstrap interval of the ratio; shown only where the "
          "baseline→oracle gap is itself significant."),
+        (f"An oracle marked 'not converged' changed its hard-test AUROC by more than {NOT_CONVERGED} between "
+         "its last two checkpoints, so it is not a ceiling yet."),
         ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
          "(Bologna challenge)."),
     ]
@@ -82,11 +84,11 @@ def summarise(sel: Selection) -> pd.DataFrame:
     if HEADLINE not in cols:
         cols.insert(0, HEADLINE)
     rows = []
-    for (task, preset, shift, method), runs in sel.runs.groupby(GROUP + ["method"], sort=True):
-        mine = ok[(ok["task"] == task) & (ok["preset"] == preset) & (ok["shift"] == shift)
-                  & (ok["method"] == method)]
+    for (task, preset, card, shift, method), runs in sel.runs.groupby(GROUP + ["method"], sort=True):
+        mine = ok[(ok["task"] == task) & (ok["preset"] == preset) & (ok["card"] == card)
+                  & (ok["shift"] == shift) & (ok["method"] == method)]
         failed_seeds = set(runs.loc[runs["status"] != "ok", "seed"]) - set(mine["seed"])
-        row = {"task": task, "preset": preset, "shift": float(shift), "method": method,
+        row = {"task": task, "preset": preset, "card": card, "shift": float(shift), "method": method,
                "role": str(runs["role"].iloc[-1]),  # the latest run's: runs come in time order
                "oracle": bool(runs["oracle"].any()),
                "uses_target_labels": bool(runs["uses_target_labels"].any()),
@@ -102,13 +104,13 @@ def summarise(sel: Selection) -> pd.DataFrame:
                 row["interval"] = kind
         rows.append(row)
     df = pd.DataFrame(rows)
-    keys = sorted(df.groupby(GROUP).groups, key=lambda k: (k[0], PRESET_ORDER.get(k[1], 9), k[1], k[2]))
+    keys = sorted(df.groupby(GROUP).groups, key=lambda k: (k[0], PRESET_ORDER.get(k[1], 9), k[1], k[2], k[3]))
     df = pd.concat([_finish_group(df[(df[GROUP] == pd.Series(k, index=GROUP)).all(axis=1)]) for k in keys],
                    ignore_index=True)
     df = compare.add_paired(sel, df)
     n_shifts = df.groupby(["task", "preset"])["shift"].transform("nunique")
-    df["group"] = [f"{t} · {p}" + (f" · shift {s:g}" if k > 1 else "")
-                   for t, p, s, k in zip(df["task"], df["preset"], df["shift"], n_shifts)]
+    df["group"] = [f"{t} · {p}" + (f" · {c}" if c else "") + (f" · shift {s:g}" if k > 1 else "")
+                   for t, p, c, s, k in zip(df["task"], df["preset"], df["card"], df["shift"], n_shifts)]
     return df
 
 
@@ -138,10 +140,14 @@ def _seed_note(n: int, failed: int, most: int) -> str:
 
 # ---------------------------------------------------------------- formatting
 
+NOT_CONVERGED = 0.01   # an oracle whose last two checkpoints differ by more (test AUROC) is no ceiling
+
+
 def label(row: pd.Series) -> str:
-    """Method name with its mark when it uses hard labels."""
+    """Method name with its mark when it uses hard labels (and a flag on an unconverged oracle)."""
     if row["oracle"]:
-        return f"{row['method']} {ORACLE_MARK}"
+        flag = " (not converged)" if _get(row, "hard_test.curve_last_delta") > NOT_CONVERGED else ""
+        return f"{row['method']} {ORACLE_MARK}{flag}"
     if row["uses_target_labels"]:
         return f"{row['method']} {LABELS_MARK}"
     return str(row["method"])
@@ -285,7 +291,7 @@ def _fixed(row: tuple[str, ...], widths: list[int]) -> str:
 
 def results_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine table: identification columns, then every metric's mean/low/high."""
-    ident = ["task", "preset", "shift", "method", "role", "oracle", "uses_target_labels", "n_seeds",
+    ident = ["task", "preset", "card", "shift", "method", "role", "oracle", "uses_target_labels", "n_seeds",
              "n_failed", "seeds_list", "interval", "seconds_mean", "gap_closed", "gap_closed.low",
              "gap_closed.high", "gap_significant", *(f"delta_{k}{x}" for k in ("base", "control")
                                                      for x in ("", ".low", ".high"))]
