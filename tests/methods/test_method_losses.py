@@ -91,8 +91,8 @@ def test_cdan_randomised_map_only_above_the_exact_size() -> None:
     assert method.disc.net[0].in_features == 1024
 
 
-def test_iwdan_weights_the_source_domain_and_class_terms() -> None:
-    method, _ = start("iwdan")
+def test_iwdann_weights_the_source_domain_and_class_terms() -> None:
+    method, _ = start("iwdann")
     torch.testing.assert_close(method.iw, torch.tensor([1.5, 0.5]))   # prior estimate 0.75/0.5, 0.25/0.5
     method.iw.copy_(torch.tensor([2.0, 0.5]))
     method.disc = FixedDiscriminator([0.0, LN3, 0.0])                # source rows of class 0 and 1, target
@@ -105,8 +105,8 @@ def test_iwdan_weights_the_source_domain_and_class_terms() -> None:
     assert cls.item() == pytest.approx(0.866434, abs=1e-5)
 
 
-def test_iwdan_weight_solve_clip_and_average() -> None:
-    from methods.iwdan import solve_importance_weights
+def test_iwdann_weight_solve_clip_and_average() -> None:
+    from methods.iwdann import solve_importance_weights
 
     joint = torch.tensor([[0.4, 0.1], [0.1, 0.4]])   # C[i, j] = P(pred i, y j); source prior (0.5, 0.5)
     prior = torch.tensor([0.5, 0.5])
@@ -119,19 +119,19 @@ def test_iwdan_weight_solve_clip_and_average() -> None:
     #   -> divided by 0.5 · 2.5: (2, 0)
     torch.testing.assert_close(solve_importance_weights(joint, torch.tensor([0.95, 0.05]), prior),
                                torch.tensor([2.0, 0.0]))
-    method, _ = start("iwdan")
+    method, _ = start("iwdann")
     method.estimate_weights = lambda: torch.tensor([2.0, 0.0])
     method.on_epoch_start(0)                        # the first pass keeps the harness's estimate
     torch.testing.assert_close(method.iw, torch.tensor([1.5, 0.5]))
     method.on_epoch_start(1)                        # then the average with the re-estimate: 0.5·old + 0.5·new
     torch.testing.assert_close(method.iw, torch.tensor([1.75, 0.25]))
-    fixed, _ = start("iwdan", reestimate=False)
+    fixed, _ = start("iwdann", reestimate=False)
     fixed.on_epoch_start(1)
     torch.testing.assert_close(fixed.iw, torch.tensor([1.5, 0.5]))
 
 
-def test_iwdan_estimates_from_the_model_without_a_harness_prior() -> None:
-    cls = get_method("iwdan")
+def test_iwdann_estimates_from_the_model_without_a_harness_prior() -> None:
+    cls = get_method("iwdann")
     ctx = make_ctx(cls)
     ctx.target_prior = None
     method = cls()
@@ -332,7 +332,7 @@ def test_recipes_are_the_references() -> None:
     def hp(name: str) -> dict:
         return get_method(name).hparams
 
-    for name in ("dann", "cdan", "iwdan"):
+    for name in ("dann", "cdan", "iwdann"):
         assert {k: hp(name)[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
                                          "backbone_mult")} == {
             "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3, "schedule": "ganin",

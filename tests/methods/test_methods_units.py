@@ -37,8 +37,9 @@ def registered(trained: bool | None = None) -> list[str]:
 # test_target_labels_only_where_declared checks it keeps to them.
 SHIPPED_FLAGS = {
     "cdan": (False, False), "contrastive_knn": (False, False), "dann": (False, False),
-    "iwdan": (False, False), "mcc": (False, False), "oracle": (True, True), "pseudo_label": (False, False),
+    "iwdann": (False, False), "mcc": (False, False), "oracle": (True, True), "pseudo_label": (False, False),
     "pseudo_label_semi": (True, False), "source_finetune": (False, False), "source_only": (False, False),
+    "ssl_joint": (False, False),
     "target_labelled": (True, False),
 }
 

@@ -39,7 +39,7 @@ def solve_importance_weights(joint: Tensor, mu: Tensor, source_prior: Tensor) ->
 class IWDAN(DomainAdversarial):
     """Importance-weighted DANN: source domain and class terms weighted by q_t(y)/p_s(y), re-estimated."""
 
-    name = "iwdan"
+    name = "iwdann"
     hparams: ClassVar[dict[str, Any]] = {
         **ADVERSARIAL_HPARAMS,
         "reestimate": True,       # re-estimate w from the current model at each pass over the pool
