@@ -109,7 +109,7 @@ def seeing(cat: pd.DataFrame) -> pd.Series:
 def noise_electrons(card: dict) -> dict[str, tuple[float, float]]:
     """Per band: (electrons per output flux unit, sky + read-noise variance per pixel in e-^2).
 
-    The same numbers the simulator draws its noise from (harness.data.simulate._Renderer).
+    The same numbers the simulator draws its noise from (harness.data.scene.Renderer).
     """
     ins = card["instrument"]
     zp, ps = float(ins["zeropoint"]), float(ins["pixel_scale"])
@@ -139,7 +139,7 @@ def arc_snr(cat: pd.DataFrame, card: dict) -> pd.Series:
     """
     ins, src = card["instrument"], card["population"]["source"]
     ps, zp = float(ins["pixel_scale"]), float(ins["zeropoint"])
-    colour = {"g": float(src["g_r"]), "r": 0.0, "i": -float(src["r_i"])}  # as simulate._Renderer._flux
+    colour = {"g": float(src["g_r"]), "r": 0.0, "i": -float(src["r_i"])}  # as scene.Renderer._flux
     mag = cat["truth_source_mag"].astype(float)
     mu = cat["truth_magnification"].astype(float)
     npix = cat["truth_n_lensed_pix"].astype(float)

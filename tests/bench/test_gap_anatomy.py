@@ -170,12 +170,12 @@ def test_auroc_per_bin_matches_a_pair_count_over_the_selected_runs(world: dict) 
 
 
 def test_arc_snr_is_the_ccd_equation_with_the_simulators_noise() -> None:
-    from harness.data.simulate import _Renderer
+    from harness.data.scene import Renderer
 
     card = load_card("hard").data
     noise = ga.noise_electrons(card)
     sigma = np.array([math.sqrt(v) / e for e, v in noise.values()])
-    np.testing.assert_allclose(sigma, _Renderer(card).sigma_flux, rtol=1e-12)
+    np.testing.assert_allclose(sigma, Renderer(card).sigma_flux, rtol=1e-12)
     cat = pd.DataFrame({"truth_is_lens": [1, 0], "truth_source_mag": [24.0, np.nan],
                         "truth_magnification": [5.0, np.nan], "truth_n_lensed_pix": [200, 0],
                         "truth_psf_fwhm_g": [0.8, 0.8], "truth_psf_fwhm_r": [0.7, 0.7],
