@@ -6,12 +6,11 @@ layer are pytorch-adapt's. The domain loss is Ganin et al.'s (JMLR 2016) and pyt
 DANN hook's: the mean BCE over the source batch PLUS the mean BCE over the target batch (a sum of two
 domain terms, not a mean over the joint batch). A variant chooses what the discriminator sees
 (`disc_in_dim`, `disc_input`; default: the fused embedding, i.e. DANN) and how samples are weighted
-(`domain_weights`, `class_loss`).
+(`domain_weights`, `class_loss`). The ramp and the domain BCE, pure functions: `_domain_loss.py`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from pytorch_adapt.models import Discriminator
 from torch import Tensor
 
 from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, scalars
+from methods._domain_loss import domain_bce, grl_lambda
 
 # TLlib's DANN/CDAN recipe (SGD, Ganin schedule, backbone 0.1x; the discriminator, a new layer, at 1x).
 ADVERSARIAL_HPARAMS: dict[str, Any] = {
@@ -29,25 +29,6 @@ ADVERSARIAL_HPARAMS: dict[str, Any] = {
     "lambda_gamma": 10.0,    # steepness of Ganin's ramp
     "disc_hidden": 256,      # discriminator MLP width (DomainBed's mlp_width)
 }
-
-
-def grl_lambda(progress: float, gamma: float = 10.0) -> float:
-    """Ganin's ramp 2/(1+exp(-gamma p)) - 1: 0 at the start (the discriminator is noise), ~1 at the end."""
-    return 2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0
-
-
-def domain_bce(d: Tensor, n_src: int, weight: Tensor | None = None, normalise: bool = False) -> Tensor:
-    """Source term (label 1, rows `:n_src`) + target term (label 0): each the mean of `weight`·BCE over
-    its own domain, divided by that domain's row count, or by its weight sum when `normalise`."""
-    y = torch.zeros_like(d)
-    y[:n_src] = 1.0
-    per = F.binary_cross_entropy_with_logits(d, y, reduction="none")
-    w = torch.ones_like(per) if weight is None else weight
-    total = per.new_zeros(())
-    for rows in (slice(0, n_src), slice(n_src, None)):
-        den = w[rows].sum() if normalise else per.new_tensor(float(per[rows].numel()))
-        total = total + (w[rows] * per[rows]).sum() / den
-    return total
 
 
 class DomainAdversarial(AdaptationMethod):

@@ -1,8 +1,9 @@
 """Building blocks of neighbourhood methods (AaD, NRC, cross-domain contrastive): banks and InfoNCE.
 
 Private (the leading `_` keeps the registry from importing it as a method). `contrastive_knn.py`
-holds the method; this module holds the two pieces that are not specific to it: embedding a whole
-domain into a memory bank, and InfoNCE against a labelled bank with k-NN-restricted positives.
+holds the method and its step; this module holds its pieces: embedding a whole domain into a memory
+bank, writing a batch into it, k-NN search that excludes the query's own row, AaD's two terms (pure,
+unit-tested by hand), and InfoNCE against a labelled bank with k-NN-restricted positives.
 """
 
 from __future__ import annotations
@@ -29,6 +30,30 @@ def embed_rows(model: nn.Module, data: DomainData, rows: Tensor, batch_size: int
         feats.append(F.normalize(z.float(), dim=1))
         probs.append(logits.float().softmax(1))
     return torch.cat(feats), torch.cat(probs)
+
+
+def last_occurrence(index: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct values of `index` and the position of each one's last occurrence, so that bank rows
+    drawn twice are written once, by the last copy, deterministically (index_put with repeats is not)."""
+    rows, inv = torch.unique(index, return_inverse=True)
+    last = torch.zeros_like(rows).scatter_reduce(0, inv, torch.arange(len(inv), device=inv.device),
+                                                 "amax", include_self=False)
+    return rows, last
+
+
+def knn_excluding_self(f: Tensor, bank: Tensor, index: Tensor, k: int, backend: str = "auto") -> Tensor:
+    """Rows of `bank` nearest each query `f`, the query's own row `index` excluded. (B, k)"""
+    scores, idx = knn_search(f, bank, k + 1, backend)
+    scores = scores.masked_fill(idx == index[:, None], float("-inf"))
+    return idx.gather(1, scores.topk(k, dim=1).indices)
+
+
+def aad_terms(p: Tensor, neighbour_probs: Tensor) -> tuple[Tensor, Tensor]:
+    """(attraction, dispersion) of AaD for batch softmax `p` (B, C) and bank scores (B, K, C)."""
+    attract = -(p[:, None, :] * neighbour_probs).sum(-1).sum(1).mean()
+    off_diag = 1.0 - torch.eye(len(p), device=p.device, dtype=p.dtype)
+    disperse = ((p @ p.T) * off_diag).sum(-1).mean()
+    return attract, disperse
 
 
 def bank_infonce(f: Tensor, pseudo: Tensor, bank: Tensor, bank_labels: Tensor, k: int, temperature: float,

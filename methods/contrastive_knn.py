@@ -16,7 +16,8 @@ to simulated -> survey lenses. Recipe as the reference: nesterov SGD (momentum 0
 decay 1e-3, Ganin's annealing, the backbone at 0.1x, projection and head at 1x.
 Ablations (off by default): `nce_weight`, the cross-domain InfoNCE of this harness's earlier version
 (a target embedding pulled to its nearest source embeddings of its pseudo-class), and `source_weight`,
-a source CE. The bank embedding and the InfoNCE loss live in `methods/_neighbourhood.py`.
+a source CE. AaD's two terms (`aad_terms`), the bank and k-NN pieces and the InfoNCE loss live in
+`methods/_neighbourhood.py`.
 """
 
 from __future__ import annotations
@@ -27,16 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, knn_search, register, scalars
-from methods._neighbourhood import bank_infonce, embed_rows
-
-
-def aad_terms(p: Tensor, neighbour_probs: Tensor) -> tuple[Tensor, Tensor]:
-    """(attraction, dispersion) of AaD for batch softmax `p` (B, C) and bank scores (B, K, C)."""
-    attract = -(p[:, None, :] * neighbour_probs).sum(-1).sum(1).mean()
-    off_diag = 1.0 - torch.eye(len(p), device=p.device, dtype=p.dtype)
-    disperse = ((p @ p.T) * off_diag).sum(-1).mean()
-    return attract, disperse
+from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, register, scalars
+from methods._neighbourhood import aad_terms, bank_infonce, embed_rows, knn_excluding_self, last_occurrence
 
 
 @register
@@ -81,10 +74,7 @@ class ContrastiveKNN(AdaptationMethod):
         n = len(src) if uses_source else 0
         f, p = F.normalize(z[n:].float(), dim=1), logits[n:].softmax(1)
         with torch.no_grad():
-            # rows drawn twice: the last copy wins, deterministically (index_put with repeats does not)
-            rows, inv = torch.unique(tgt.index, return_inverse=True)
-            last = torch.zeros_like(rows).scatter_reduce(0, inv, torch.arange(len(inv), device=inv.device),
-                                                         "amax", include_self=False)
+            rows, last = last_occurrence(tgt.index)   # a row drawn twice: its last copy wins
             self.bank_feat[rows] = f.detach()[last]
             self.bank_prob[rows] = p.detach()[last]
             neigh = self.bank_prob[self.target_neighbours(f.detach(), tgt.index)]   # (B, K, C)
@@ -105,6 +95,4 @@ class ContrastiveKNN(AdaptationMethod):
     def target_neighbours(self, f: Tensor, index: Tensor) -> Tensor:
         """Bank rows of each sample's K nearest target neighbours, itself excluded. (B, K)"""
         k = min(int(self.hp["k"]), len(self.bank_feat) - 1)
-        scores, idx = knn_search(f, self.bank_feat, k + 1, self.hp["knn_backend"])
-        scores = scores.masked_fill(idx == index[:, None], float("-inf"))
-        return idx.gather(1, scores.topk(k, dim=1).indices)
+        return knn_excluding_self(f, self.bank_feat, index, k, self.hp["knn_backend"])
