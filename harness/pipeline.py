@@ -12,6 +12,7 @@ never points at a missing folder; a crashed run is recorded as 'failed', never a
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 import subprocess
@@ -64,8 +65,10 @@ class Options:
         return Runtime(self.device, self.precision, self.quiet, self.log)
 
 
+@functools.cache
 def code_version() -> str:
-    """The package version plus the git commit of the code that ran, when known."""
+    """The package version plus the git commit of the code that ran, when known (read once per
+    process: the code a process runs is what it imported, even if the checkout moves on)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              timeout=5, check=False, cwd=Path(__file__).resolve().parent).stdout.strip()
