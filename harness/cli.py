@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
 
     i = data.add_parser("import", help="import a real data layout as an image set")
-    i.add_argument("--format", required=True, choices=["bologna", "deeplense-npy", "hst-npy"])
+    # checked by the importers' format registry, which names the known formats (exit 2)
+    i.add_argument("--format", required=True,
+                   help="a registered format: bologna, deeplense-npy, hst-npy, or a new module's")
     i.add_argument("path", type=Path)
     i.add_argument("--name", required=True)
     i.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
