@@ -11,7 +11,7 @@ classes, never from the hard test labels.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class Prepared:
     test: DomainData            # hard test split, NO labels
 
     image_size: int = 64
+    priors: dict = field(default_factory=dict, repr=False)   # BBSE estimates by source-stage key
 
     @property
     def fingerprint(self) -> str:

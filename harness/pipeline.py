@@ -98,13 +98,15 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
     try:
         pr, cache, rt = opts.preset, opts.store.cache, opts.runtime
         ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt)
-        _, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, cache, rt)
+        source_key, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, cache, rt)
         start_ssl, start_source = ssl_state, source
         if cls.start == "source_joint":  # self-supervised adaptation: the encoder also saw the hard pool
             joint_key, start_ssl = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt, with_pool=True)
             _, start_source = stage_source(p, seed, joint_key, start_ssl, pr.source, cache, rt)
         t0 = time.perf_counter()  # a run's seconds: adaptation + evaluation; shared stages are logged apart
-        prior = _estimate_prior(source, p, pr.adapt.batch_size * 2, rt.autocast)
+        if source_key not in p.priors:  # once per source model, not once per method
+            p.priors[source_key] = _estimate_prior(source, p, pr.adapt.batch_size * 2, rt.autocast)
+        prior = p.priors[source_key]
         metrics, preds, emb, final, cks = _adapt_and_evaluate(cls, hp, seed, p, opts, start_source, start_ssl,
                                                               prior)
         folder = write_run_folder(opts.store.run_dir(rec.id), preds, emb, p.hard, final,
