@@ -34,9 +34,12 @@ def _test_scores(sel: Selection, run_id: str) -> tuple[np.ndarray, np.ndarray, n
     return t["index"].to_numpy(), t["label"].to_numpy(), scores[:, 0] if cols == ["score"] else scores
 
 
-def _blocks(sel: Selection, ok: pd.DataFrame, methods: list[str]
+def _blocks(sel: Selection, ok: pd.DataFrame, methods: list[str], read: dict
             ) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """Labels and one (seeds, images[, K]) block per method over the seeds all of them share."""
+    """Labels and one (seeds, images[, K]) block per method over the seeds all of them share.
+
+    `read` holds the predictions already read, by run id: a reference's runs are paired with every
+    method of its group, and are read once."""
     by = {m: ok[ok["method"] == m].set_index("seed")["id"] for m in methods}
     seeds = sorted(set.intersection(*(set(v.index) for v in by.values())))
     if not seeds:
@@ -45,7 +48,8 @@ def _blocks(sel: Selection, ok: pd.DataFrame, methods: list[str]
     for m in methods:
         rows = []
         for s in seeds:
-            got = _test_scores(sel, by[m][s])
+            rid = by[m][s]
+            got = read[rid] if rid in read else read.setdefault(rid, _test_scores(sel, rid))
             if got is None:
                 return None
             idx, y, sc = got
@@ -67,7 +71,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
             out[col + suffix] = math.nan
     out["gap_significant"] = False
     out["gap_closed"] = out["gap_closed"].astype(float)
-    ok = latest_ok(sel)
+    ok, read = latest_ok(sel), {}
     for key, g in out.groupby(GROUP, sort=False):
         mine = ok[(ok[GROUP] == pd.Series(key, index=GROUP)).all(axis=1)]
         refs = {k: roles.reference(g, r) for k, r in REFERENCES.items()}
@@ -76,7 +80,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
             for k, ref in refs.items():
                 if ref is None or ref["method"] == row["method"]:
                     continue
-                got = _blocks(sel, mine, [row["method"], ref["method"]])
+                got = _blocks(sel, mine, [row["method"], ref["method"]], read)
                 if got is not None:
                     d = paired_delta(got[0], got[1][0], got[1][1], n_boot=n_boot)
                     out.loc[i, [f"delta_{k}", f"delta_{k}.low", f"delta_{k}.high"]] = d.delta, d.low, d.high
@@ -86,7 +90,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
             if row["method"] in (base["method"], oracle["method"]):   # 0 and 1 by definition
                 out.loc[i, "gap_closed"] = float(row["method"] == oracle["method"])
                 continue
-            got = _blocks(sel, mine, [row["method"], base["method"], oracle["method"]])
+            got = _blocks(sel, mine, [row["method"], base["method"], oracle["method"]], read)
             if got is not None:
                 ratio, lo, hi, significant = gap_closed(got[0], *got[1], n_boot=n_boot)
                 out.loc[g.index, "gap_significant"] = significant
