@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m harness run --method all --preset demo --seeds 0,1,2,3,4
+	$(PY) -m harness run --method all --preset demo --seeds 0,1,2,3,4 --jobs auto
 	$(PY) -m harness report --out reports/latest
+	@echo "The shift suite (camera, hard-balanced, hard-clean, hard): $(PY) -m harness run --method all --suite shifts --seeds 0,1,2 --jobs auto"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --ignore=tests/bench

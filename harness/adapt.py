@@ -10,6 +10,7 @@ the hard pool and AUROC on the 20% labelled split; the hard test split is never 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,26 @@ def checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData,
     return Checkpoint(step, state, validator_scores(pool_logits), lab_auc)
 
 
+def start_checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData, batch_size: int,
+                     autocast: Autocast, seen: dict | None = None) -> Checkpoint:
+    """The step-0 checkpoint. Its scores depend only on the start weights when the method predicts
+    with its lens finder (the contract's default `predict`), so methods that start from the same
+    model share them through `seen` (keyed by a hash of those weights) instead of re-scoring."""
+    if seen is None or type(method).predict is not AdaptationMethod.predict:
+        return checkpoint(method, pool, labelled, 0, batch_size, autocast)
+    h = hashlib.sha256()
+    for k, v in method.model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    key = h.hexdigest()
+    if key not in seen:
+        ck = checkpoint(method, pool, labelled, 0, batch_size, autocast)
+        seen[key] = (ck.validator, ck.labelled_auroc)
+        return ck
+    state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    return Checkpoint(0, state, dict(seen[key][0]), seen[key][1])
+
+
 def budget(cls: type[AdaptationMethod], hp: dict, adapt_cfg: AdaptConfig, source_steps: int,
            source_batch: int) -> tuple[int, int]:
     """(steps, source batch size) of a method: its `steps` hyper-parameter, else the preset's
@@ -59,16 +80,18 @@ def budget(cls: type[AdaptationMethod], hp: dict, adapt_cfg: AdaptConfig, source
 
 
 def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelled: DomainData,
-          cfg: AdaptConfig, autocast: Autocast, quiet: bool = False) -> list[Checkpoint]:
+          cfg: AdaptConfig, autocast: Autocast, quiet: bool = False, start_scores: dict | None = None
+          ) -> list[Checkpoint]:
     """The harness-owned loop: optimiser and schedule, sampling, weak augmentation, AMP, progress,
     checkpoints (step 0 included, so the start model is always a candidate).
 
     `ctx.steps` and `ctx.batch_size` are the method's budget; target batches are `uratio` times the
     source batch when the method's recipe says so (AdaMatch). `pool` and `labelled` are the
-    (label-free) hard pool and the 20% labelled split that checkpoints are scored on.
+    (label-free) hard pool and the 20% labelled split that checkpoints are scored on; `start_scores`
+    shares the step-0 scores between methods that start from the same weights.
     """
-    eval_bs = cfg.batch_size * 2
-    cks = [checkpoint(method, pool, labelled, 0, eval_bs, autocast)]
+    eval_bs = cfg.eval_batch_size
+    cks = [start_checkpoint(method, pool, labelled, eval_bs, autocast, start_scores)]
     if not type(method).train_model:
         return cks
     hp = ctx.hparams

@@ -17,6 +17,18 @@ from harness.errors import BadInput
 DEFAULT_STORE = Path("runs/harness.db")
 
 
+def _jobs(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': give a positive number of jobs or 'auto'")
+    return n
+
+
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
@@ -110,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="source domain: card name/path or an image-set folder (default: preset's)")
         r.add_argument("--hard",
                        help="target domain: card name/path or an image-set folder (default: preset's)")
-        r.add_argument("--backbone", help="small | resnet18 | resnet50 | equivariant (default: preset's)")
+        r.add_argument("--backbone",
+                       help="small | tiny | resnet18 | resnet50 | equivariant (default: preset's)")
         r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
+        r.add_argument("--suite", help="run every target card of a suite: a name in datasets/suites.yaml "
+                                       "(e.g. shifts) or a comma list of cards and paths")
         r.add_argument("--hp", action="append", metavar="METHOD.KEY=VALUE",
                        help="override a method hyper-parameter")
+        r.add_argument("--jobs", type=_jobs, default="1",
+                       help="worker processes sharing the CPU cores: N or 'auto' (one per core on a CPU, "
+                            "one on CUDA); default 1")
         r.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("run", help="run adaptation methods and record results")
@@ -126,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true",
                     help="skip (method, seed) runs already finished in the store")
     run_args(sw)
+
+    sc = sub.add_parser("score", help="apply a stored run's model to new cutouts")
+    sc.add_argument("--run", required=True, help="run id (see the report's run list or the store)")
+    sc.add_argument("--set", type=Path, help="an image-set folder (generated or imported)")
+    sc.add_argument("--images", type=Path, help="a real-data folder in one of the `data import` layouts")
+    sc.add_argument("--format", help="the layout of --images (as `data import --format`)")
+    sc.add_argument("--out", type=Path, required=True, help="scores file to write (.parquet)")
+    sc.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    sc.add_argument("--chunk", type=_positive_int, default=4096, help="images read and prepared at a time")
+    sc.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sc.add_argument("--quiet", action="store_true")
 
     rp = sub.add_parser("report", help="write tables and plots from the store")
     rp.add_argument("--store", type=Path, default=DEFAULT_STORE)
@@ -223,12 +252,22 @@ def _cmd_run(a: argparse.Namespace) -> int:
     try:
         opts = _options(a)
         skip = getattr(a, "resume", False)
-        if getattr(a, "backend", "local") == "ray":
-            from harness.sweep import run_ray
+        ids = []
+        for label, target_opts in _targets(a, opts):
+            if label:
+                opts.log(f"suite {a.suite}: target {label}")
+            if getattr(a, "backend", "local") == "ray":
+                from harness.sweep import run_ray
 
-            ids = run_ray(methods, a.seeds, opts, skip_done=skip)
-        else:
-            ids = run(methods, a.seeds, opts, skip_done=skip)
+                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip)
+                continue
+            from harness.parallel import resolve_jobs, run_parallel
+
+            jobs = resolve_jobs(a.jobs, opts.device, len(methods) * len(a.seeds))
+            if jobs > 1:
+                ids += run_parallel(methods, a.seeds, target_opts, jobs, skip_done=skip)
+            else:
+                ids += run(methods, a.seeds, target_opts, skip_done=skip)
     except BadInput:
         _remove_created(created)
         raise
@@ -245,6 +284,24 @@ def _cmd_run(a: argparse.Namespace) -> int:
                                                          for r in failed.itertuples()), file=sys.stderr)
         return 1
     return 0
+
+
+def _targets(a: argparse.Namespace, opts) -> list[tuple[str, object]]:
+    """(label, run options) of each target: the one `--hard` card, or every card of `--suite`."""
+    if not a.suite:
+        return [("", opts)]
+    if a.hard:
+        raise BadInput("give --suite or --hard, not both (a suite names its target cards)")
+    import dataclasses
+
+    from harness.suites import resolve
+
+    out = []
+    for t in resolve(a.suite, use_catalog=opts.preset.source.use_catalog):
+        preset = opts.preset.replace("data", hard=t.card).replace("source", use_catalog=t.use_catalog)
+        label = t.card + ("" if t.use_catalog else " (image-only)")
+        out.append((label, dataclasses.replace(opts, preset=preset)))
+    return out
 
 
 def _remove_created(paths: list[Path]) -> None:
@@ -267,6 +324,16 @@ def _remove_created(paths: list[Path]) -> None:
                 q.unlink(missing_ok=True)
 
 
+def _cmd_score(a: argparse.Namespace) -> int:
+    from harness.score import score
+    from harness.training import Runtime, resolve_device, resolve_precision
+
+    device = resolve_device(a.device)
+    rt = Runtime(device, resolve_precision(device), a.quiet, (lambda m: None) if a.quiet else print)
+    score(a.store, a.run, a.out, rt, set_dir=a.set, images_dir=a.images, fmt=a.format, chunk=a.chunk)
+    return 0
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from harness.report import build_report
 
@@ -285,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "methods":
             return _cmd_methods()
         if a.cmd in ("run", "sweep"):
+            from harness.training import keep_freed_memory
+
+            keep_freed_memory()
             return _cmd_run(a)
+        if a.cmd == "score":
+            return _cmd_score(a)
         return _cmd_report(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)

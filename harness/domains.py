@@ -42,15 +42,24 @@ class Prepared:
 
     image_size: int = 64
     priors: dict = field(default_factory=dict, repr=False)   # BBSE estimates by source-stage key
+    start_scores: dict = field(default_factory=dict, repr=False)   # step-0 checkpoint scores by weights
 
     @property
     def fingerprint(self) -> str:
         """Identity of everything a stage sees: both sets (content, size, seed, split indices), features."""
-        def ident(s: imageset.ImageSet) -> tuple:
-            splits = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
-                      for k, v in sorted(s.splits.items())}
-            return s.fingerprint, len(s), s.meta.get("seed"), splits
-        return stable_hash(ident(self.easy), ident(self.hard), self.columns, self.image_size)
+        return stable_hash(_ident(self.easy), _ident(self.hard), self.columns, self.image_size)
+
+    @property
+    def easy_images_fingerprint(self) -> str:
+        """Identity of the easy training images alone, at the model input size: all that the easy-only
+        SSL encoder sees (no catalog, no labels), so catalog and image-only runs share it too."""
+        return stable_hash(_ident(self.easy), self.image_size)
+
+    @property
+    def source_fingerprint(self) -> str:
+        """Identity of what the easy-only stages see: the easy set, the features, the input size and
+        the classes. Targets with the same source share these stages (a shift suite trains them once)."""
+        return stable_hash(_ident(self.easy), self.columns, self.image_size, self.classes)
 
     @property
     def num_classes(self) -> int:
@@ -67,6 +76,12 @@ class Prepared:
     @property
     def classes(self) -> list[str]:
         return list(self.hard.meta.get("classes") or [str(k) for k in range(self.num_classes)])
+
+
+def _ident(s: imageset.ImageSet) -> tuple:
+    splits = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
+              for k, v in sorted(s.splits.items())}
+    return s.fingerprint, len(s), s.meta.get("seed"), splits
 
 
 def load_domain(spec: str, n: int, seed: int, datasets_dir: Path, rt: Runtime, workers: int = 1

@@ -105,7 +105,7 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
             _, start_source = stage_source(p, seed, joint_key, start_ssl, pr.source, cache, rt)
         t0 = time.perf_counter()  # a run's seconds: adaptation + evaluation; shared stages are logged apart
         if source_key not in p.priors:  # once per source model, not once per method
-            p.priors[source_key] = _estimate_prior(source, p, pr.adapt.batch_size * 2, rt.autocast)
+            p.priors[source_key] = _estimate_prior(source, p, pr.adapt.eval_batch_size, rt.autocast)
         prior = p.priors[source_key]
         metrics, preds, emb, final, cks = _adapt_and_evaluate(cls, hp, seed, p, opts, start_source, start_ssl,
                                                               prior)
@@ -173,8 +173,8 @@ def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Pre
     method = cls()
     method.setup(ctx)
     method.to(rt.device)
-    cks = adapt(method, ctx, p.pool, p.labelled, pr.adapt, rt.autocast, rt.quiet)
-    ebs = pr.adapt.batch_size * 2
+    cks = adapt(method, ctx, p.pool, p.labelled, pr.adapt, rt.autocast, rt.quiet, p.start_scores)
+    ebs = pr.adapt.eval_batch_size
     metrics, preds, emb = evaluate(method, p, ebs, rt.autocast, seed, pr.n_boot, classes)  # final weights
     final = {k: v.clone() for k, v in method.state_dict().items()}
     sel = pr.adapt.selector

@@ -4,7 +4,8 @@ This module owns the two shared stages every run starts from: the SimCLR encoder
 lens finder built on it. The encoder of the baselines sees easy-train images only, so `source_only`
 has seen no hard image at all; an encoder that also saw the hard pool (never the hard test split)
 is self-supervised adaptation and starts the `ssl_joint` method instead.
-Each is cached in `<cache>/<stage>-<key>/`, keyed by a hash of the inputs' fingerprint, the
+Each is cached in `<cache>/<stage>-<key>/`, keyed by a hash of what it saw (the easy set alone for
+the easy-only stages, so every target card of a suite shares them), the
 stage's config, the seed and the precision, so `run --method dann` after `run --method
 source_only` reuses both. Cache folders are written through `harness.fs.atomic_dir`, so a crash
 never leaves a half-written one. It also builds fresh lens finders (`new_finder`, `ssl_finder`)
@@ -60,7 +61,8 @@ def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path
 
     Returns (key, state with the linear-probe AUROC on easy val)."""
     seen = "easy+pool" if with_pool else "easy"
-    key = stable_hash("ssl", p.fingerprint, cfg, backbone, seed, rt.precision, seen)
+    data = p.fingerprint if with_pool else p.easy_images_fingerprint   # easy-only: shared across targets
+    key = stable_hash("ssl", data, cfg, backbone, seed, rt.precision, seen)
     path = cache_dir(cache, "ssl", key)
     if (path / "state.pt").is_file():
         rt.log(f"ssl: reusing cached encoder {path.name}")
@@ -103,7 +105,8 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, cfg: Sou
                  rt: Runtime) -> tuple[str, LensFinder]:
     """The easy-set lens finder (image branch from the SSL encoder); cached."""
     init_key = ssl_key if cfg.init == "ssl" else "scratch"
-    key = stable_hash("source", p.fingerprint, init_key, cfg, seed, rt.precision)
+    # the source sees easy data only (a joint SSL key already names the pool it saw)
+    key = stable_hash("source", p.source_fingerprint, init_key, cfg, seed, rt.precision)
     path = cache_dir(cache, "source", key)
     num_classes = p.num_classes
     if (path / "state.pt").is_file():

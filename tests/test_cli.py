@@ -31,6 +31,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     (["run", "--method", "dann", "--preset", "smoke", "--seeds", "a,b"], "--seeds takes"),
     (["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=abc"], "expected a finite float"),
     (["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=nan"], "expected a finite float"),
+    (["run", "--method", "dann", "--preset", "smoke", "--jobs", "0"], "positive number of jobs"),
+    (["run", "--method", "dann", "--preset", "smoke", "--jobs", "many"], "positive number of jobs"),
 ])
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path: Path, args: list[str], needle: str) -> None:
     r = _run(args, tmp_path)

@@ -82,7 +82,7 @@ def test_equivariant_backbone_is_rot90_invariant() -> None:
     assert not torch.allclose(plain(x, c), plain(torch.rot90(x, 1, dims=(-2, -1)), c), atol=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["small", "resnet18", "equivariant"])
+@pytest.mark.parametrize("backbone", ["small", "tiny", "resnet18", "equivariant"])
 def test_lens_finder_fuses_catalog_by_attention(backbone: str) -> None:
     m = LensFinder(backbone, 3, n_features=6).eval()
     x, c = torch.randn(4, 3, 64, 64), torch.randn(4, 6)
@@ -106,3 +106,28 @@ def test_leak_guard_refuses_truth_and_separating_columns() -> None:
         feature_matrix(cat, y, ["truth_theta_E"])
     x, cols = feature_matrix(cat, y, ["mag_r"])
     assert x.shape == (200, 1) and x.dtype == np.float32 and cols == ["mag_r"]
+
+
+def test_auroc_interval_is_the_quantiles_of_scikit_learn_on_the_same_resamples() -> None:
+    # auroc_ci scores every resample from one sort; each must equal roc_auc_score on that resample
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 150)
+    s = np.round(rng.normal(size=150) + y, 1)            # rounded: ties must count half, as sklearn does
+    a, lo, hi = auroc_ci(y, s, n_boot=200, seed=7)
+    draws = np.random.default_rng(7).multinomial(150, np.full(150, 1 / 150), size=200)
+    stats = [roc_auc_score(y[i], s[i]) for i in (np.repeat(np.arange(150), c) for c in draws)
+             if np.unique(y[i]).size == 2]
+    assert a == pytest.approx(roc_auc_score(y, s))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(stats, [0.025, 0.975])))
+
+
+def test_tiny_backbone_is_channels_last_and_cheaper_than_small() -> None:
+    tiny, small = LensFinder("tiny", 3, n_features=0), LensFinder("small", 3, n_features=0)
+    conv = next(m for m in tiny.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.stride == (2, 2)
+    n = lambda m: sum(p.numel() for p in m.backbone.parameters())
+    assert n(tiny) < n(small) / 3
+    assert tiny(torch.randn(2, 3, 64, 64), torch.zeros(2, 0)).shape == (2, 2)

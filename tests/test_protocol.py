@@ -61,3 +61,39 @@ def test_adamw_recipe() -> None:
     opt = build_optimizer([{"params": [nn.Parameter(torch.zeros(3))]}],
                           {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4}, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 2e-3
+
+
+def test_step0_scores_are_shared_only_between_identical_start_weights() -> None:
+    # two methods from the same start model get the same step-0 scores without re-scoring; a changed
+    # start model is scored afresh
+    import torch
+
+    from harness.adapt import checkpoint, start_checkpoint
+    from harness.api import AdaptationMethod, DomainData
+    from harness.models import LensFinder
+
+    torch.manual_seed(0)
+    pool = DomainData(torch.randn(40, 3, 64, 64), torch.zeros(40, 0))
+    lab = DomainData(torch.randn(20, 3, 64, 64), torch.zeros(20, 0), torch.arange(20) % 2)
+
+    def method(model: LensFinder) -> AdaptationMethod:
+        m = AdaptationMethod()
+        m.model = model
+        return m
+
+    finder = LensFinder("tiny", 3, 0).eval()
+    seen: dict = {}
+    first = start_checkpoint(method(finder), pool, lab, 16, contextlib_null, seen)
+    again = start_checkpoint(method(finder), pool, lab, 16, contextlib_null, seen)
+    fresh = checkpoint(method(finder), pool, lab, 0, 16, contextlib_null)
+    assert len(seen) == 1 and again.validator == first.validator == fresh.validator
+    assert again.labelled_auroc == fresh.labelled_auroc
+    other = LensFinder("tiny", 3, 0).eval()
+    start_checkpoint(method(other), pool, lab, 16, contextlib_null, seen)
+    assert len(seen) == 2
+
+
+def contextlib_null():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -108,3 +108,31 @@ def test_runtime_needs_a_resolved_precision() -> None:
     assert Runtime(torch.device("cpu"), "fp32").autocast is not None
     with pytest.raises(ValueError, match="resolved precision"):
         Runtime(torch.device("cpu"), "auto")
+
+
+def test_blur_equals_a_reflect_padded_separable_gaussian_conv() -> None:
+    # the matmul blur must be the depthwise convolution it replaces, edges (reflection) included
+    import torch.nn.functional as F
+
+    x = torch.randn(5, 3, 20, 16)
+    a = Augment(generator=torch.Generator().manual_seed(4))
+    got = a._blur(x)
+    sigma = 0.5 + float(torch.rand(1, generator=torch.Generator().manual_seed(4))) * 0.7
+    k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    kx, ky = k.view(1, 1, 1, 5).repeat(3, 1, 1, 1), k.view(1, 1, 5, 1).repeat(3, 1, 1, 1)
+    want = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), kx, groups=3)
+    want = F.conv2d(F.pad(want, (0, 0, 2, 2), mode="reflect"), ky, groups=3)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_weak_gather_equals_flip_then_rot90_per_sample() -> None:
+    # the one-gather weak augmentation must apply exactly flip-then-rot90 with the same random draws
+    x = torch.randn(16, 3, 12, 12)
+    got = Augment(max_shift=0, generator=torch.Generator().manual_seed(9))(x, "weak")
+    g = torch.Generator().manual_seed(9)
+    flip = torch.rand(16, 1, 1, 1, generator=g) < 0.5
+    k = (torch.rand(16, generator=g) * 4).long()
+    want = torch.stack([torch.rot90(xi.flip(-1) if f else xi, int(r), dims=(-2, -1))
+                        for xi, f, r in zip(x, flip.view(-1), k)])
+    assert torch.equal(got, want)

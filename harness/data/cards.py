@@ -3,11 +3,14 @@
 A card names an instrument, a lens/non-lens population, nuisances and split sizes. The
 fingerprint (hash of the resolved numbers) keys every cached stage, so any edit to a card
 invalidates what was built from it. A card may also be a `shift` between two cards, for
-sweeping the size of the domain gap.
+sweeping the size of the domain gap, or a `base` card with a few keys `set` to other values (one
+controlled change: `hard-balanced` is `hard` with lens fraction 0.5). The format is documented in
+`datasets/cards/README.md`.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -20,7 +23,7 @@ import yaml
 from harness.errors import BadInput
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets" / "cards"
-SHIPPED = ("easy", "hard")
+SHIPPED = tuple(sorted(p.stem for p in CARDS_DIR.glob("*.yaml")))
 
 # Required schema: dotted key -> (type, low, high). `None` bounds are open. Ranges are [lo, hi] pairs.
 _NUM = (int, float)
@@ -76,7 +79,19 @@ BAND_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
     "gain": (_NUM, 0.01, 100),
     "read_noise": (_NUM, 0, 100),
 }
+# Optional keys (absent means off): an anisotropic PSF per band, and detector effects.
+OPTIONAL_BAND_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
+    "psf_e": (_NUM, 0.0, 0.9),
+    "psf_angle": (_NUM, -360.0, 360.0),
+}
+DETECTOR_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
+    "resample": (bool, None, None),
+    "sky_gradient": (_NUM, 0.0, 100.0),
+    "cosmic_rays": (_NUM, 0.0, 50.0),
+    "bad_columns": (_NUM, 0.0, 1.0),
+}
 SHIFT_KEYS = {"name", "base", "target", "shift"}
+DERIVED_KEYS = {"name", "base", "set"}
 
 
 @dataclass(frozen=True)
@@ -182,9 +197,21 @@ def validate(data: dict, path: Path) -> None:
         for k, (kind, lo, hi) in BAND_SCHEMA.items():
             key = f"instrument.band.{b}.{k}"
             _check(_get(data, key, path), kind, lo, hi, key, path)
+        for k, (kind, lo, hi) in OPTIONAL_BAND_SCHEMA.items():
+            if k in bd:
+                _check(bd[k], kind, lo, hi, f"instrument.band.{b}.{k}", path)
         if bd["psf"] not in ("gaussian", "moffat"):
             raise BadInput(f"{path}: key 'instrument.band.{b}.psf' must be gaussian or moffat, "
                            f"got {bd['psf']!r}")
+    det = data["instrument"].get("detector")
+    if det is not None:
+        if not isinstance(det, dict):
+            raise BadInput(f"{path}: key 'instrument.detector' must be a mapping")
+        for k, v in det.items():
+            if k not in DETECTOR_SCHEMA:
+                raise BadInput(f"{path}: unknown key 'instrument.detector.{k}' "
+                               f"(known: {', '.join(DETECTOR_SCHEMA)})")
+            _check(v, *DETECTOR_SCHEMA[k], f"instrument.detector.{k}", path)
     sp = _get(data, "splits", path)
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")
@@ -236,6 +263,29 @@ def _resolve_shift(data: dict, path: Path, cards_dir: Path, depth: int) -> dict:
     return _interpolate(base, target, float(t), "", path)
 
 
+def _resolve_derived(data: dict, path: Path, cards_dir: Path, depth: int) -> dict:
+    """A base card with dotted keys set to new values; every key must already exist in the base."""
+    extra = set(data) - DERIVED_KEYS
+    if extra:
+        raise BadInput(f"{path}: a derived card takes only {sorted(DERIVED_KEYS)}, got key '{min(extra)}'")
+    if not isinstance(data.get("base"), str):
+        raise BadInput(f"{path}: key 'base' must name a card (easy, hard or a path)")
+    changes = data.get("set")
+    if not isinstance(changes, dict) or not changes:
+        raise BadInput(f"{path}: key 'set' must map dotted keys to values "
+                       "(e.g. population.lens_fraction: 0.5)")
+    out = copy.deepcopy(_load_data(data["base"], cards_dir, depth + 1, path.parent))
+    for dotted, value in changes.items():
+        *parents, leaf = str(dotted).split(".")
+        cur = out
+        for part in parents:
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if not isinstance(cur, dict) or leaf not in cur:
+            raise BadInput(f"{path}: key 'set.{dotted}' is not a key of the base card '{data['base']}'")
+        cur[leaf] = value
+    return out
+
+
 def _load_data(spec: str | Path, cards_dir: Path, depth: int = 0, rel: Path | None = None) -> dict:
     if depth > 4:
         raise BadInput(f"card '{spec}': shift cards nest too deeply")
@@ -244,7 +294,9 @@ def _load_data(spec: str | Path, cards_dir: Path, depth: int = 0, rel: Path | No
         spec = rel / s
     path = _resolve_path(spec, cards_dir)
     data, _ = _read_yaml(path)
-    if "shift" in data or "base" in data:
+    if "set" in data:
+        data = _resolve_derived(data, path, cards_dir, depth)
+    elif "shift" in data or "base" in data:
         data = _resolve_shift(data, path, cards_dir, depth)
     validate(data, path)
     return data
@@ -261,9 +313,9 @@ def load_card(spec: str | Path, cards_dir: Path = CARDS_DIR) -> Card:
         name = f"{path.stem}"
     data = dict(data)
     data["name"] = name
-    if "shift" in raw:  # copy a self-contained card: the shift recipe as comments, then the resolved numbers
+    if "shift" in raw or "set" in raw:  # a self-contained copy: the recipe as comments, then the numbers
         head = "".join(f"# {line}\n" for line in text.splitlines())
-        text = f"# resolved from the shift card {path}:\n{head}" + yaml.safe_dump(data, sort_keys=False)
+        text = f"# resolved from the card {path}:\n{head}" + yaml.safe_dump(data, sort_keys=False)
     if "shift" in raw:
         shift = float(raw["shift"])
     else:

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-KSIZE = 31  # PSF kernel side in pixels (2.5" radius at HSC scale: wings beyond are negligible)
+from harness.data import detector
+from harness.data.psf import KSIZE, kernel_grid, psf_kernels
+
 MAX_SOURCE_TRIES = 12  # redraws of a source that fails the card's arc-visibility cut
 
 
@@ -35,8 +37,7 @@ class Renderer:
         self.sersic = LightModel(["SERSIC_ELLIPSE"])
         self.gauss = LightModel(["GAUSSIAN"])
         self.fft = (self.npix + KSIZE - 1 + 7) // 8 * 8
-        k = (np.arange(KSIZE) - KSIZE // 2) * self.ps
-        self.kr2 = k[None, :] ** 2 + k[:, None] ** 2
+        self.kx, self.ky = kernel_grid(self.ps)
         zp = float(ins["zeropoint"])
         bd = [ins["band"][b] for b in self.bands]
         # electrons per output flux unit, sky electrons per pixel, and read-noise variance per pixel
@@ -77,19 +78,7 @@ class Renderer:
         return self.gauss.surface_brightness(x, y, [kw]) * self.ps**2
 
     def _psf(self, fwhm: np.ndarray) -> np.ndarray:
-        """Per-band PSF kernels (C, K, K), unit sum, Gaussian or Moffat as the card says."""
-        ks = []
-        for b, f in zip(self.bands, fwhm):
-            spec = self.d["instrument"]["band"][b]
-            if spec["psf"] == "gaussian":
-                s = f / 2.3548
-                k = np.exp(-0.5 * self.kr2 / s**2)
-            else:
-                beta = float(spec["moffat_beta"])
-                alpha = f / (2 * math.sqrt(2 ** (1 / beta) - 1))
-                k = (1 + self.kr2 / alpha**2) ** (-beta)
-            ks.append(k / k.sum())
-        return np.stack(ks)
+        return psf_kernels(self.bands, self.d["instrument"]["band"], fwhm, self.kx, self.ky)
 
     def _convolve(self, img: np.ndarray, kf: np.ndarray) -> np.ndarray:
         """Linear (zero-padded) FFT convolution of (C, H, W) with precomputed kernel spectra."""
@@ -164,6 +153,9 @@ class Renderer:
         counts += rng.standard_normal(counts.shape) * np.sqrt(self.rn_var)[:, None, None]
         # (the gain converts e- to ADU and back in calibration, so it cancels in calibrated units)
         out = (counts - sky) / self.e_per_flux[:, None, None]
+        if "detector" in d["instrument"]:  # its own random stream: cards without it are unchanged
+            out = detector.apply(out, d["instrument"]["detector"], self.sigma_flux,
+                                 np.random.default_rng(np.random.SeedSequence([seed, index, 1])), truth)
         for b, f in zip(self.bands, fwhm):
             truth[f"truth_psf_fwhm_{b}"] = float(f)
         return out.astype(np.float32), truth

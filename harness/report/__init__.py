@@ -45,15 +45,18 @@ def build_report(store_path: Path | str, out: Path | str, task: str | None = Non
                     log(f"report: {title}: {f.title}: {n}")
             sections.append((title, group, figs))
         shift_figs = figures.shift_figures(summary, colours, tmp)
+        suite = figures.suite_figures(summary, tmp)
         tables.results_csv(summary).to_csv(tmp / "results.csv", index=False, float_format="%.6g")
         meta = [f"Store: {Path(store_path).resolve()}",
                 f"Generated: {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 f"Runs: {len(sel.runs)} ({n_ok} ok, {len(sel.runs) - n_ok} failed)",
                 "Code versions: " + ", ".join(sorted(set(map(str, sel.runs["code_version"])))),
                 "Devices: " + ", ".join(sorted(set(map(str, sel.runs["device"]))))]
+        said = "".join(f"## {f.title}\n\n![{f.title}]({f.file})\n\n" + "".join(f"- {x}\n" for x in lines)
+                       + "\n" for f, lines in suite)
         (tmp / "summary.md").write_text("# Lens DA Harness — results\n\n" + "".join(f"{m}  \n" for m in meta)
-                                        + "\n" + tables.markdown(summary), encoding="utf-8")
+                                        + "\n" + said + tables.markdown(summary), encoding="utf-8")
         (tmp / "index.html").write_text(html.page("Lens DA Harness — results", meta, sections, shift_figs,
-                                                  sel.runs), encoding="utf-8")
+                                                  sel.runs, suite), encoding="utf-8")
     log(f"report: wrote {out / 'index.html'}")
     return out

@@ -171,8 +171,8 @@ def group_figures(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours
 def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:
     """AUROC vs data.shift for each (task, preset) that was run at several shifts."""
     figs = []
-    for (task, preset), rows in summary.groupby(["task", "preset"]):
-        if rows["shift"].nunique() < 2:
+    for (task, preset), rows in summary[summary["shift"] >= 0].groupby(["task", "preset"]):
+        if rows["shift"].nunique() < 2:   # cards off the easy -> hard ladder have no shift value
             continue
         rows = rows[np.isfinite(rows[HEADLINE])]
         f = Fig(f"AUROC vs shift · {task} · {preset}")
@@ -181,3 +181,23 @@ def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:
         f.caption = "Mean hard-test AUROC per shift value; error bars as in the tables."
         figs.append(f)
     return figs
+
+
+def suite_figures(summary: pd.DataFrame, out: Path) -> list[tuple[Fig, list[str]]]:
+    """Per (task, preset) run on several cards: the method x card heatmap of paired Δ vs the baseline,
+    and one verdict line per card, written from that card's numbers."""
+    from harness.report.compare import verdict
+
+    found = []
+    for (task, preset), rows in summary.groupby(["task", "preset"], sort=False):
+        if rows["card"].nunique() < 2:
+            continue
+        rows = rows[rows["role"] != roles.BASELINE]
+        f = Fig(f"Shift suite · {task} · {preset}")
+        f.file = save(plots.suite_heatmap(rows), out / f"{slug(task + '-' + preset)}-suite.png").name
+        f.caption = ("Mean over seeds of the paired Δ hard-test AUROC against each card's own baseline; "
+                     "coloured only where the paired 95% interval excludes 0.")
+        mine = summary[(summary["task"] == task) & (summary["preset"] == preset)]
+        lines = [verdict(g, card) for card, g in mine.groupby("card", sort=False)]
+        found.append((f, lines))
+    return found

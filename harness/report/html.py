@@ -65,9 +65,13 @@ def failed_list(runs: pd.DataFrame) -> str:
 
 
 def page(title: str, meta: list[str], sections: list[tuple[str, pd.DataFrame, list[Fig]]],
-         shift_figs: list[Fig], runs: pd.DataFrame) -> str:
-    """Assemble the page: per group a table, its legend and its figures; then shift plots and run list."""
+         shift_figs: list[Fig], runs: pd.DataFrame, suite: list[tuple[Fig, list[str]]] = ()) -> str:
+    """Assemble the page: a shift suite's heatmap and per-card verdicts on top; per group a table, its
+    legend and its figures; then shift plots and the run list."""
     parts = [f"<h1>{_esc(title)}</h1>", '<p class="meta">' + "<br>".join(_esc(m) for m in meta) + "</p>"]
+    for f, lines in suite:
+        parts += [f"<h2>{_esc(f.title)}</h2>", figure(f),
+                  '<ul class="verdict">' + "".join(f"<li>{_esc(x)}</li>" for x in lines) + "</ul>"]
     for name, group, figs in sections:
         notes = '<ul class="legend">' + "".join(f"<li>{_esc(x)}</li>" for x in legend(group)) + "</ul>"
         said = f'<p class="verdict"><b>Verdict.</b> {_esc(verdict(group, name))}</p>'

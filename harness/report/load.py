@@ -38,19 +38,29 @@ class Selection:
 
 
 def _card(config: str) -> str:
-    """The target card or set a run used (its name, without folder or .yaml), "" when unknown."""
+    """The target card or set a run used (its name, without folder or .yaml), "" when unknown;
+    marked "(image-only)" for runs without catalog features, which form their own comparison."""
     try:
-        hard = json.loads(config).get("data", {}).get("hard")
+        cfg = json.loads(config)
+        hard = cfg.get("data", {}).get("hard")
+        image_only = cfg.get("preset", {}).get("source", {}).get("use_catalog") is False
     except (ValueError, TypeError, AttributeError):
         return ""
-    return Path(str(hard)).stem if hard else ""
+    if not hard:
+        return ""
+    return Path(str(hard)).stem + (" (image-only)" if image_only else "")
+
+
+UNKNOWN_SHIFT = -1.0   # a card off the easy -> hard ladder (e.g. hard-clean, camera, an imported set)
 
 
 def _shift(config: str) -> float:
+    """The card's position on the easy (0) -> hard (1) ladder, UNKNOWN_SHIFT when it has none."""
     try:
-        return float(json.loads(config).get("data", {}).get("shift", 0.0) or 0.0)
+        shift = json.loads(config).get("data", {}).get("shift")
+        return UNKNOWN_SHIFT if shift is None else float(shift)
     except (ValueError, TypeError, AttributeError):
-        return 0.0
+        return UNKNOWN_SHIFT
 
 
 def load(store_path: Path | str, task: str | None = None, preset: str | None = None) -> Selection:

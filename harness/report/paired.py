@@ -16,27 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.metrics import weighted_auroc
+
 N_BOOT = 1000
-
-
-def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """AUROC of one score vector (n,) under each row of image weights (..., n), ties counted half.
-
-    With bootstrap multiplicities as weights this is the AUROC of each resample, computed from one sort
-    of the scores instead of one per resample; with unit weights it equals scikit-learn's roc_auc_score.
-    nan where a weighting leaves a single class.
-    """
-    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) == 1
-    w = np.ones(scores.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
-    order = np.argsort(scores, kind="stable")
-    starts = np.r_[0, np.flatnonzero(np.diff(scores[order])) + 1]   # first index of each tied value
-    w, pos = w[..., order], y[order]
-    pw = np.add.reduceat(w * pos, starts, axis=-1)
-    nw = np.add.reduceat(w * ~pos, starts, axis=-1)
-    below = np.cumsum(nw, axis=-1) - nw
-    num, n_pos, n_neg = (pw * (below + 0.5 * nw)).sum(-1), pw.sum(-1), nw.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_pos > 0) & (n_neg > 0), num / (n_pos * n_neg), np.nan)
 
 
 def auroc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:

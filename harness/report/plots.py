@@ -160,3 +160,34 @@ def auroc_vs_shift(rows: pd.DataFrame, colours: dict) -> Figure:
         ax.set_title("AUROC vs domain shift", loc="left")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     return fig
+
+
+def suite_heatmap(rows: pd.DataFrame) -> Figure:
+    """Method x card, coloured by the paired Δ AUROC vs the baseline; grey where the 95% interval
+    includes 0 (no claim either way), blank where the method has no paired runs on that card."""
+    import seaborn as sns
+
+    d = rows.pivot_table(index="method", columns="card", values="delta_base", aggfunc="first")
+    lo = rows.pivot_table(index="method", columns="card", values="delta_base.low", aggfunc="first")
+    hi = rows.pivot_table(index="method", columns="card", values="delta_base.high", aggfunc="first")
+    lo, hi = lo.reindex_like(d), hi.reindex_like(d)
+    d = d.loc[d.abs().max(axis=1).sort_values(ascending=False).index]   # strongest effects on top
+    lo, hi = lo.loc[d.index], hi.loc[d.index]
+    sig = ((lo > 0) | (hi < 0)).to_numpy()
+    finite = np.isfinite(d.to_numpy())
+    text = d.map(lambda v: "" if not np.isfinite(v) else f"{v:+.3f}")
+    span = max(0.01, float(np.nanmax(np.abs(d.to_numpy()))) if finite.any() else 0.01)
+    with style():
+        fig = Figure(figsize=(1.6 + 1.5 * d.shape[1], 0.9 + 0.42 * d.shape[0]))
+        ax = fig.add_subplot()
+        sns.heatmap(d, mask=~(sig & finite), cmap="RdBu", center=0, vmin=-span, vmax=span, annot=text, fmt="",
+                    linewidths=0.5, linecolor="white", ax=ax,
+                    cbar_kws={"label": "Δ AUROC vs baseline (paired)"})
+        sns.heatmap(d.where(np.isfinite(d), 0), mask=(sig | ~finite), cmap=[BASELINE_GREY], annot=text,
+                    fmt="",
+                    cbar=False, linewidths=0.5, linecolor="white", ax=ax, annot_kws={"color": "white"})
+        names = {r["method"]: label(r) for _, r in rows.iterrows()}   # † / ‡ for label-using rows
+        ax.set_yticklabels([names.get(t.get_text(), t.get_text()) for t in ax.get_yticklabels()], rotation=0)
+        ax.set(xlabel="target card", ylabel="")
+        ax.set_title("Δ AUROC vs each card's baseline", loc="left")
+    return fig

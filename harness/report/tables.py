@@ -108,8 +108,8 @@ def summarise(sel: Selection) -> pd.DataFrame:
     df = pd.concat([_finish_group(df[(df[GROUP] == pd.Series(k, index=GROUP)).all(axis=1)]) for k in keys],
                    ignore_index=True)
     df = compare.add_paired(sel, df)
-    n_shifts = df.groupby(["task", "preset"])["shift"].transform("nunique")
-    df["group"] = [f"{t} · {p}" + (f" · {c}" if c else "") + (f" · shift {s:g}" if k > 1 else "")
+    n_shifts = df["shift"].where(df["shift"] >= 0).groupby([df["task"], df["preset"]]).transform("nunique")
+    df["group"] = [f"{t} · {p}" + (f" · {c}" if c else "") + (f" · shift {s:g}" if k > 1 and s >= 0 else "")
                    for t, p, c, s, k in zip(df["task"], df["preset"], df["card"], df["shift"], n_shifts)]
     return df
 

@@ -46,3 +46,28 @@ def test_unconverged_oracle_is_flagged():
                      "hard_test.curve_last_delta": 0.02})
     assert label(row).endswith("(not converged)")
     assert "not converged" not in label(row.copy().replace(0.02, 0.004))
+
+
+def test_suite_heatmap_and_one_verdict_line_per_card(tmp_path):
+    # dann helps on camera only: its camera cell is coloured (significant), its hard cell is grey
+    from harness.report import build_report
+    from harness.report.tables import summarise
+
+    rng = np.random.default_rng(1)
+    store = Store(tmp_path / "h.db")
+    y = rng.integers(0, 2, 500)
+    for seed in range(3):
+        for card, gain in (("camera", 1.0), ("hard", 0.0)):
+            _run(store, card, "source_only", seed, "baseline", 1.0, y, rng)
+            _run(store, card, "dann", seed, "method", 1.0 + gain, y, rng)
+            _run(store, card, "oracle", seed, "oracle", 3.0, y, rng)
+    s = summarise(load(store.path))
+    dann = s[s["method"] == "dann"].set_index("card")
+    assert dann.loc["camera", "delta_base.low"] > 0
+    assert dann.loc["hard", "delta_base.low"] < 0 < dann.loc["hard", "delta_base.high"]
+    out = build_report(store.path, tmp_path / "rep", log=lambda m: None)
+    page = (out / "index.html").read_text()
+    assert "Shift suite · lens-finding · demo" in page and (out / "lens-finding-demo-suite.png").is_file()
+    assert "<li>camera: 1 of 1 unsupervised methods beat source_only" in page
+    assert "<li>hard: 0 of 1 unsupervised methods beat source_only" in page
+    assert "camera: 1 of 1" in (out / "summary.md").read_text()

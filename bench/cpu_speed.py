@@ -1,0 +1,143 @@
+"""Where the demo's CPU time went, and what each fix buys: every line is a ratio measured in one run.
+
+1. backbone: a training step (weak augmentation + forward + backward + AdamW) of the seed's `small`
+   CNN against the demo's `tiny` one, both channels-last, and `small` in the default NCHW layout;
+2. workers: images/s of one process with all cores against one single-thread process per core
+   (what `run --jobs auto` does), same step, same total work;
+3. blur: the strong augmentation's separable Gaussian as a banded matmul against the depthwise
+   conv2d it replaced;
+4. allocator: the tiny step in a fresh single-thread process with glibc's defaults against one that
+   keeps freed memory (`harness.training.keep_freed_memory`);
+5. bootstrap: a 1,000-resample AUROC interval from one sort (`harness.metrics.auroc_ci`) against a
+   loop of scikit-learn `roc_auc_score` calls.
+
+    python -m bench.cpu_speed [--steps 30] [--batch 96]
+
+Prints a Markdown table for bench/RESULTS.md, with the CPU it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _step_rate(backbone: str, batch: int, steps: int, threads: int, channels_last: bool = True,
+               keep_memory: bool = False) -> float:
+    """Training images/s of a backbone + linear head on random stamps (weak augmentation included)."""
+    from harness.api import adamw
+    from harness.models import make_backbone
+    from harness.training import Augment, keep_freed_memory
+
+    if keep_memory:
+        keep_freed_memory()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = make_backbone(backbone, 3)
+    head = torch.nn.Linear(net.out_dim, 2)
+    if channels_last:
+        fwd = net
+    else:   # the same layers in the default NCHW layout, bypassing forward's channels-last conversion
+        net = net.to(memory_format=torch.contiguous_format)
+        fwd = lambda x: net.proj(net.net(x))
+    opt = adamw([*net.parameters(), *head.parameters()], torch.device("cpu"), 1e-3)
+    aug = Augment(generator=torch.Generator().manual_seed(0))
+    x, y = torch.randn(batch, 3, 64, 64), torch.randint(0, 2, (batch,))
+
+    def step() -> None:
+        loss = F.cross_entropy(head(fwd(aug(x, "weak"))), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def _worker(args: tuple) -> float:
+    return _step_rate(*args)
+
+
+def _timed(fn, n: int = 5) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=96)
+    a = ap.parse_args(argv)
+    cores = os.cpu_count() or 1
+    rows = []
+
+    small_nchw = _step_rate("small", a.batch, a.steps, cores, channels_last=False)
+    small = _step_rate("small", a.batch, a.steps, cores)
+    tiny = _step_rate("tiny", a.batch, a.steps, cores)
+    rows += [("small: channels-last vs NCHW (img/s)", small_nchw, small),
+             ("backbone: tiny vs small, channels-last (img/s)", small, tiny)]
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(cores) as pool:
+        split = sum(pool.map(_worker, [("tiny", a.batch, a.steps, 1)] * cores))
+    rows.append((f"workers: {cores} x 1 thread vs 1 x {cores} threads, tiny (img/s)", tiny, split))
+    alloc = []
+    for keep in (False, True, False, True):   # alternated, fresh processes: glibc reads its settings once
+        with ctx.Pool(1) as pool:
+            alloc.append(pool.apply(_worker, (("tiny", a.batch, a.steps, 1, True, keep),)))
+    rows.append(("allocator: keep freed memory vs glibc default, tiny, 1 thread (img/s)",
+                 (alloc[0] + alloc[2]) / 2, (alloc[1] + alloc[3]) / 2))
+
+    from harness.training import Augment
+
+    x = torch.randn(192, 3, 64, 64)
+    k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=torch.float32) / 0.8) ** 2)
+    k = k / k.sum()
+    kx, ky = k.view(1, 1, 1, 5).repeat(3, 1, 1, 1), k.view(1, 1, 5, 1).repeat(3, 1, 1, 1)
+    conv = _timed(lambda: F.conv2d(F.pad(F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), kx, groups=3),
+                                         (0, 0, 2, 2), mode="reflect"), ky, groups=3))
+    mat = _timed(lambda: Augment(generator=torch.Generator().manual_seed(0))._blur(x))
+    rows.append(("blur of 192 stamps: banded matmul vs depthwise conv2d (ms)", conv * 1e3, mat * 1e3))
+
+    from sklearn.metrics import roc_auc_score
+
+    from harness.metrics import auroc_ci
+
+    rng = np.random.default_rng(0)
+    yb = rng.integers(0, 2, 1000)
+    sb = rng.normal(size=1000) + yb
+
+    def loop() -> None:
+        r = np.random.default_rng(0)
+        for _ in range(1000):
+            i = r.integers(0, 1000, 1000)
+            roc_auc_score(yb[i], sb[i])
+
+    rows.append(("AUROC interval, 1,000 resamples of 1,000 images: one sort vs sklearn loop (s)",
+                 _timed(loop, 1), _timed(lambda: auroc_ci(yb, sb), 3)))
+
+    from harness.training import cpu_has_bf16
+
+    bf16 = "with" if cpu_has_bf16() else "without"
+    print(f"CPU: {cores} cores {bf16} AVX512-BF16, torch {torch.__version__}, fp32\n")
+    print("| what | before | after | ratio |\n|---|---|---|---|")
+    for what, before, after in rows:
+        faster = after / before if "img/s" in what else before / after
+        print(f"| {what} | {before:.4g} | {after:.4g} | **{faster:.2f}x** |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""`score`: the chosen model at work - apply a stored run's lens finder to new cutouts.
+
+A run folder keeps the final weights (`model.pt`, the headline model of the tables) and the run row
+keeps what rebuilds it (backbone, catalog features, classes). Scoring streams the images in chunks
+from a memory-mapped image set, so memory stays bounded by the chunk, not by the survey; each chunk
+goes through the same preparation as training (centre crop, per-stamp noise-scaled asinh). The
+output is one row per cutout: its id, its score (the lens probability; one column per class for
+multi-class runs) and the provenance of the weights (run, method, seed, code version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from harness.data import imageset
+from harness.data.features import feature_matrix
+from harness.data.preprocess import prepare
+from harness.errors import BadInput
+from harness.models import LensFinder
+from harness.store import Store
+from harness.training import Runtime
+
+
+def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFinder, dict]:
+    """The run's final lens finder (eval mode) and what describes it: features, input size, provenance."""
+    runs = store.runs()
+    row = runs[runs["id"] == run_id]
+    if row.empty:
+        raise BadInput(f"--run {run_id}: no such run in {store.path}")
+    row = row.iloc[0]
+    if row["status"] != "ok":
+        raise BadInput(f"--run {run_id}: the run {row['status']}; only finished runs have a model")
+    path = store.run_dir(run_id) / "model.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise BadInput(f"{path}: unreadable run model ({type(e).__name__})") from None
+    state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    cfg = json.loads(row["config"])
+    src, features = cfg["preset"]["source"], list(cfg["data"].get("features") or [])
+    first_conv = next(v for k, v in state.items() if k.startswith("backbone") and v.ndim == 4)
+    model = LensFinder(src["backbone"], int(first_conv.shape[1]), len(features),
+                       int(state["head.weight"].shape[0]), use_catalog=src["use_catalog"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise BadInput(f"{path}: weights do not match the run's recorded model") from None
+    info = {"features": features if model.use_catalog else [], "bands": int(first_conv.shape[1]),
+            "size": int(cfg["preset"]["data"]["image_size"]), "run": run_id, "method": row["method"],
+            "seed": int(row["seed"]), "code_version": row["code_version"], "weights": "final"}
+    return model.to(device).eval(), info
+
+
+def _check(s: imageset.ImageSet, info: dict) -> None:
+    _, c, h, w = s.images.shape
+    if c != info["bands"]:
+        raise BadInput(f"{s.root}: images have {c} bands but run {info['run']}'s model takes {info['bands']}")
+    if min(h, w) < info["size"]:
+        raise BadInput(f"{s.root}: {h}x{w} stamps are smaller than the model input "
+                       f"{info['size']}x{info['size']} of run {info['run']}")
+
+
+@torch.no_grad()
+def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, chunk: int = 4096,
+              batch: int = 512) -> pd.DataFrame:
+    """Scores of every image of `s`, streamed `chunk` images at a time."""
+    _check(s, info)
+    n = len(s)
+    labels = np.zeros(n, dtype=np.int64)   # unused by feature_matrix without its leak check
+    feats, _ = feature_matrix(s.catalog, labels, info["features"], check=False)
+    ids = s.catalog["id"].astype(str).to_numpy() if "id" in s.catalog else np.arange(n).astype(str)
+    out = []
+    bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
+    for lo in range(0, n, chunk):
+        x = torch.from_numpy(prepare(np.asarray(s.images[lo:lo + chunk], dtype=np.float32), info["size"]))
+        c = torch.from_numpy(feats[lo:lo + chunk])
+        for b in range(0, len(x), batch):
+            with rt.autocast():
+                logits = model(x[b:b + batch].to(rt.device), c[b:b + batch].to(rt.device))
+            out.append(logits.float().softmax(1).cpu().numpy())
+        bar.update(len(x))
+    bar.close()
+    probs = np.concatenate(out) if out else np.zeros((0, model.num_classes))
+    df = pd.DataFrame({"id": ids})
+    if probs.shape[1] == 2:
+        df["score"] = probs[:, 1]
+    else:
+        for k in range(probs.shape[1]):
+            df[f"score_{k}"] = probs[:, k]
+    return df.assign(**{k: info[k] for k in ("run", "method", "seed", "weights", "code_version")})
+
+
+def _sets(set_dir: Path | None, images_dir: Path | None, fmt: str | None, scratch: Path, rt: Runtime
+          ) -> list[imageset.ImageSet]:
+    if (set_dir is None) == (images_dir is None):
+        raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
+    if set_dir is not None:
+        return [imageset.load(set_dir)]
+    if not fmt:
+        raise BadInput("--images needs --format (one of the `data import` formats)")
+    from harness.data.importers import import_dataset
+
+    root = import_dataset(fmt, images_dir, "scored", scratch, progress=not rt.quiet, log=rt.log)
+    subs = [p for p in sorted(root.iterdir()) if (p / "meta.json").is_file()]
+    return [imageset.load(p) for p in subs] if subs else [imageset.load(root)]
+
+
+def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path | None = None,
+          images_dir: Path | None = None, fmt: str | None = None, chunk: int = 4096) -> Path:
+    """Score the images with the run's model and write `out` (parquet) atomically; returns `out`."""
+    if not Path(store_path).is_file():
+        raise BadInput(f"--store {store_path}: no such results store")
+    if not out.parent.is_dir():
+        raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    model, info = load_model(Store(store_path, create=False), run_id, rt.device)
+    with tempfile.TemporaryDirectory(prefix=".score-", dir=out.parent) as scratch:
+        sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt)
+        frames = [score_set(model, s, info, rt, chunk).assign(set=s.root.name if s.root else s.name)
+                  for s in sets]
+        tmp = Path(scratch) / "scores.parquet"
+        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    rt.log(f"score: {sum(len(s) for s in sets)} images scored with run {run_id} ({info['method']}) -> {out}")
+    return out

@@ -1,0 +1,68 @@
+"""`score`: a stored run's model applied to new cutouts gives the run's own test scores back, streams
+in chunks, reads real layouts through the importers, and refuses wrong bands, sizes and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.data import imageset
+from harness.store import Store
+from tests.data.fixtures_real import make_bologna
+
+
+def _run_and_set(root: Path) -> tuple[str, Path, pd.DataFrame]:
+    runs = Store(root / "s.db").runs()
+    run = runs[(runs.method == "source_only") & (runs.status == "ok")].iloc[0]
+    hard = next(p for p in (root / "ds").iterdir() if p.name.startswith("hard-"))
+    preds = pd.read_parquet(Store(root / "s.db").run_dir(run["id"]) / "predictions.parquet")
+    return run["id"], hard, preds[preds.split == "hard_test"]
+
+
+def test_score_reproduces_the_runs_test_scores_in_small_chunks(smoke_root: Path, tmp_path: Path) -> None:
+    run_id, hard, test = _run_and_set(smoke_root)
+    out = tmp_path / "scores.parquet"
+    assert main(["score", "--run", run_id, "--set", str(hard), "--out", str(out), "--chunk", "37",
+                 "--store", str(smoke_root / "s.db"), "--device", "cpu", "--quiet"]) == 0
+    got = pd.read_parquet(out)
+    assert len(got) == len(imageset.load(hard)) and set(got["run"]) == {run_id}
+    assert {"id", "score", "method", "seed", "weights", "code_version"} <= set(got.columns)
+    assert np.allclose(got["score"].to_numpy()[test["index"].to_numpy()], test["score"].to_numpy(), atol=1e-4)
+
+
+def test_score_refuses_wrong_bands_small_stamps_and_unknown_runs(smoke_root: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    run_id, hard, _ = _run_and_set(smoke_root)
+    s = imageset.load(hard)
+    cases = (("two-band", np.asarray(s.images[:8, :2]), "have 2 bands but"),
+             ("small", np.asarray(s.images[:8, :, :32, :32]), "smaller than the model input"))
+    for name, images, needle in cases:
+        cat = s.catalog.iloc[:8].reset_index(drop=True)
+        bad = imageset.save(imageset.ImageSet(images=images, catalog=cat, labels=s.labels[:8],
+                                              meta={"name": name}), tmp_path / name)
+        out = tmp_path / f"{name}.parquet"
+        assert main(["score", "--run", run_id, "--set", str(bad), "--out", str(out),
+                     "--store", str(smoke_root / "s.db"), "--quiet"]) == 2
+        assert needle in capsys.readouterr().err and not out.exists()
+    assert main(["score", "--run", "nope", "--set", str(hard), "--out", str(tmp_path / "x.parquet"),
+                 "--store", str(smoke_root / "s.db"), "--quiet"]) == 2
+    assert "no such run" in capsys.readouterr().err
+
+
+def test_score_reads_a_real_layout_through_the_importers(smoke_root: Path, tmp_path: Path) -> None:
+    # an image-only run, so a real catalog without the simulator's columns can still be scored
+    db = tmp_path / "s.db"
+    assert main(["run", "--method", "source_only", "--preset", "smoke", "--no-catalog", "--quiet",
+                 "--store", str(db), "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu"]) == 0
+    image_only = Store(db).runs().iloc[-1]["id"]
+    out = tmp_path / "real.parquet"
+    assert main(["score", "--run", image_only, "--images", str(make_bologna(tmp_path / "bologna")),
+                 "--format", "bologna", "--out", str(out), "--store", str(db), "--device", "cpu",
+                 "--quiet"]) == 0
+    got = pd.read_parquet(out)
+    assert set(got["set"]) == {"easy", "hard"} and got["score"].between(0, 1).all()
+    assert not any(p.name.startswith(".score-") for p in tmp_path.iterdir())
