@@ -60,7 +60,7 @@ def _options(spec: Spec, lines: list[str]):
 
 def _prepared(spec: Spec, opts) -> Prepared:
     """The device data, read once per worker process (from the datasets the driver made)."""
-    key = (spec.preset.data, str(spec.datasets_dir))
+    key = (spec.preset.data, spec.preset.source.use_catalog, str(spec.datasets_dir))   # what prepare reads
     if key not in _PREPARED:
         _PREPARED[key] = prepare_data(spec.preset, spec.datasets_dir, opts.runtime)
     return _PREPARED[key]
