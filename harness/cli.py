@@ -12,9 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from harness.cli_run import DEFAULT_STORE, cmd_run
 from harness.errors import BadInput
-
-DEFAULT_STORE = Path("runs/harness.db")
 
 
 def _jobs(text: str) -> str | int:
@@ -47,25 +46,6 @@ def _seeds(s: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds is empty")
     return seeds
-
-
-def _hp(items: list[str]) -> dict[str, dict]:
-    """--hp dann.lr=0.001 -> {"dann": {"lr": 0.001}} (values parsed as Python literals where possible)."""
-    import ast
-
-    out: dict[str, dict] = {}
-    for it in items or []:
-        try:
-            lhs, val = it.split("=", 1)
-            method, key = lhs.split(".", 1)
-        except ValueError:
-            raise BadInput(f"--hp {it}: expected METHOD.KEY=VALUE") from None
-        try:
-            v = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            v = val
-        out.setdefault(method, {})[key] = v
-    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -204,126 +184,6 @@ def _cmd_methods() -> int:
     return 0
 
 
-def _options(a: argparse.Namespace):
-    from harness.config import get_preset
-    from harness.pipeline import Options
-    from harness.store import Store
-    from harness.training import resolve_device
-
-    preset = get_preset(a.preset)
-    changes = {k: v for k, v in (("easy", a.easy), ("hard", a.hard)) if v}
-    if changes:
-        preset = preset.replace("data", **changes)
-    if a.backbone:
-        from harness.models import BACKBONES
-
-        if a.backbone not in BACKBONES:
-            raise BadInput(f"--backbone {a.backbone}: choose from {', '.join(BACKBONES)}")
-        preset = preset.replace("source", backbone=a.backbone)
-    if a.no_catalog:
-        preset = preset.replace("source", use_catalog=False)
-    device = resolve_device(a.device)
-    if a.store == DEFAULT_STORE:
-        a.store.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(a.store)
-    return Options(preset=preset, store=store, device=device, precision=a.precision,
-                   datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp),
-                   log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)))
-
-
-def _methods_arg(spec: str) -> list[str]:
-    from harness.registry import all_methods, get_method
-
-    if spec == "all":
-        return list(all_methods())
-    names = [m.strip() for m in spec.split(",") if m.strip()]
-    for n in names:
-        get_method(n)
-    if not names:
-        raise BadInput("--method is empty")
-    return names
-
-
-def _cmd_run(a: argparse.Namespace) -> int:
-    from harness.pipeline import run
-
-    methods = _methods_arg(a.method)
-    created = [p for p in (a.store.parent, a.store) if not p.exists()]
-    try:
-        opts = _options(a)
-        skip = getattr(a, "resume", False)
-        ids = []
-        for label, target_opts in _targets(a, opts):
-            if label:
-                opts.log(f"suite {a.suite}: target {label}")
-            if getattr(a, "backend", "local") == "ray":
-                from harness.sweep import run_ray
-
-                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip)
-                continue
-            from harness.parallel import resolve_jobs, run_parallel
-
-            jobs = resolve_jobs(a.jobs, opts.device, len(methods) * len(a.seeds))
-            if jobs > 1:
-                ids += run_parallel(methods, a.seeds, target_opts, jobs, skip_done=skip)
-            else:
-                ids += run(methods, a.seeds, target_opts, skip_done=skip)
-    except BadInput:
-        _remove_created(created)
-        raise
-    runs = opts.store.runs()
-    failed = runs[runs["id"].isin(ids) & (runs["status"] == "failed")]
-    try:
-        from harness.report import terminal_table
-
-        print(terminal_table(opts.store.path, preset=opts.preset.name))
-    except (ImportError, BadInput):
-        pass
-    if len(failed):
-        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.method} seed {r.seed}: {r.error}"
-                                                         for r in failed.itertuples()), file=sys.stderr)
-        return 1
-    return 0
-
-
-def _targets(a: argparse.Namespace, opts) -> list[tuple[str, object]]:
-    """(label, run options) of each target: the one `--hard` card, or every card of `--suite`."""
-    if not a.suite:
-        return [("", opts)]
-    if a.hard:
-        raise BadInput("give --suite or --hard, not both (a suite names its target cards)")
-    import dataclasses
-
-    from harness.suites import resolve
-
-    out = []
-    for t in resolve(a.suite, use_catalog=opts.preset.source.use_catalog):
-        preset = opts.preset.replace("data", hard=t.card).replace("source", use_catalog=t.use_catalog)
-        label = t.card + ("" if t.use_catalog else " (image-only)")
-        out.append((label, dataclasses.replace(opts, preset=preset)))
-    return out
-
-
-def _remove_created(paths: list[Path]) -> None:
-    """Bad input writes nothing: drop a store (and its folder) that this command created, if still empty."""
-    import sqlite3
-
-    for p in reversed(paths):
-        if p.is_file():
-            try:
-                with sqlite3.connect(p) as con:
-                    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
-                        return  # results were recorded before the bad input surfaced: keep them
-            except sqlite3.DatabaseError:
-                pass
-        if p.is_dir():
-            if not any(p.iterdir()):
-                p.rmdir()
-        else:
-            for q in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
-                q.unlink(missing_ok=True)
-
-
 def _cmd_score(a: argparse.Namespace) -> int:
     from harness.score import score
     from harness.training import Runtime, resolve_device, resolve_precision
@@ -355,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             from harness.training import keep_freed_memory
 
             keep_freed_memory()
-            return _cmd_run(a)
+            return cmd_run(a)
         if a.cmd == "score":
             return _cmd_score(a)
         return _cmd_report(a)
