@@ -38,6 +38,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+
 def _seeds(s: str) -> list[int]:
     try:
         seeds = [int(x) for x in s.split(",") if x.strip()]
@@ -80,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", required=True)
     i.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
     i.add_argument("--seed", type=int, default=0, help="seed of the labelled/test division")
+    i.add_argument("--pixel-scale", type=_positive_float, help="arcsec/pixel, for files without a header "
+                   "(default: the format's nominal scale); tasks that resample need it right")
     i.add_argument("--quiet", action="store_true")
 
     s = data.add_parser("show", help="draw a contact sheet of a set")
@@ -91,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered adaptation methods")
 
     def run_args(r: argparse.ArgumentParser) -> None:
-        r.add_argument("--task", default="lens-finding", choices=["lens-finding"])
+        r.add_argument("--task", help="lens-finding | substructure | ssl-real: the task's default cards "
+                                      "and sizes; data of another task are refused (default: the data's)")
         r.add_argument("--preset", default="demo", help="smoke | demo | full (default demo)")
         r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated training seeds (default 0)")
         r.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -115,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("run", help="run adaptation methods and record results")
-    r.add_argument("--method", required=True, help="a method name, a comma-separated list, or 'all'")
+    r.add_argument("--method", default="all",
+                   help="a method name, a comma-separated list, or 'all' (default)")
     run_args(r)
 
     sw = sub.add_parser("sweep", help="run methods x seeds, skipping finished runs with --resume")
@@ -163,7 +177,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
         from harness.data.importers import import_dataset
 
         out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed,
-                             progress=not a.quiet)
+                             progress=not a.quiet, pixel_scale=a.pixel_scale)
         print(f"imported {a.path} as {out}")
         return 0
     from harness.data.show import contact_sheet

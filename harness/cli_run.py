@@ -40,6 +40,10 @@ def _options(a: argparse.Namespace):
     from harness.training import resolve_device
 
     preset = get_preset(a.preset)
+    if a.task:   # the task's default cards and data sizes; --easy/--hard still override them
+        from harness.tasks import get_task
+
+        preset = get_task(a.task).apply(preset)
     changes = {k: v for k, v in (("easy", a.easy), ("hard", a.hard)) if v}
     if changes:
         preset = preset.replace("data", **changes)
@@ -56,7 +60,7 @@ def _options(a: argparse.Namespace):
         a.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(a.store)
     return Options(preset=preset, store=store, device=device, precision=a.precision,
-                   datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp),
+                   datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp), task=a.task,
                    log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)))
 
 
@@ -76,13 +80,23 @@ def _methods_arg(spec: str) -> list[str]:
 def cmd_run(a: argparse.Namespace) -> int:
     from harness.pipeline import run
 
-    methods = _methods_arg(a.method)
+    if a.task == "ssl-real":   # its three arms are the protocol, not adaptation methods
+        if a.method not in ("all", None) or a.suite:
+            raise BadInput("--task ssl-real runs its own three arms (linear_probe, finetune, scratch): "
+                           "drop --method and --suite")
+        methods = []
+    else:
+        methods = _methods_arg(a.method)
     created = [p for p in (a.store.parent, a.store) if not p.exists()]
     try:
         opts = _options(a)
         skip = getattr(a, "resume", False)
         ids = []
-        for label, target_opts in _targets(a, opts):
+        if a.task == "ssl-real":
+            from harness.ssl_real import run_ssl_real
+
+            ids += run_ssl_real(a.seeds, opts, skip_done=skip)
+        for label, target_opts in ([] if a.task == "ssl-real" else _targets(a, opts)):
             if label:
                 opts.log(f"suite {a.suite}: target {label}")
             if getattr(a, "backend", "local") == "ray":

@@ -45,6 +45,13 @@ class SourceConfig:
     backbone: str = "small"
     use_catalog: bool = True
     init: str = "ssl"                  # "ssl": image branch starts from the SSL encoder; "scratch"
+    head: str = "linear"               # "linear", or "seed": BatchNorm + dropout + dense (DeepLense Test I)
+
+    def __str__(self) -> str:
+        """The cache-key text; `head` appears only when it is not the default, so keys of stages and
+        runs made before `head` existed stay valid."""
+        text = repr(self)
+        return text.replace(", head='linear'", "") if self.head == "linear" else text
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,10 @@ class Preset:
             raise BadInput(f"preset {self.name}: adapt.checkpoints must be >= 1")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["source"]["head"] == "linear":   # as SourceConfig.__str__: keys made before `head` stay valid
+            del d["source"]["head"]
+        return d
 
     def replace(self, section: str, **changes) -> Preset:
         """A copy with some fields of one section changed (used by CLI flags)."""

@@ -21,8 +21,9 @@ from harness.api import DomainData
 from harness.config import Preset, stable_hash
 from harness.data import imageset
 from harness.data.features import feature_matrix, observable_columns
-from harness.data.preprocess import prepare
+from harness.data.preprocess import prepare, resample
 from harness.errors import BadInput
+from harness.tasks import Task, get_task, task_of
 from harness.training import Runtime
 
 
@@ -41,25 +42,36 @@ class Prepared:
     test: DomainData            # hard test split, NO labels
 
     image_size: int = 64
+    fov: float | None = None    # arcsec both domains were resampled to (tasks that resample), else None
     priors: dict = field(default_factory=dict, repr=False)   # BBSE estimates by source-stage key
     start_scores: dict = field(default_factory=dict, repr=False)   # step-0 checkpoint scores by weights
 
     @property
+    def task(self) -> str:
+        """The task both sets declare (checked equal when they were prepared)."""
+        return task_of(self.hard.meta)
+
+    @property
+    def _grid(self) -> tuple:
+        """The model input's grid: its size, and the field resampled onto it where a task resamples."""
+        return (self.image_size,) if self.fov is None else (self.image_size, self.fov)
+
+    @property
     def fingerprint(self) -> str:
         """Identity of everything a stage sees: both sets (content, size, seed, split indices), features."""
-        return stable_hash(_ident(self.easy), _ident(self.hard), self.columns, self.image_size)
+        return stable_hash(_ident(self.easy), _ident(self.hard), self.columns, *self._grid)
 
     @property
     def easy_images_fingerprint(self) -> str:
         """Identity of the easy training images alone, at the model input size: all that the easy-only
         SSL encoder sees (no catalog, no labels), so catalog and image-only runs share it too."""
-        return stable_hash(_ident(self.easy), self.image_size)
+        return stable_hash(_ident(self.easy), *self._grid)
 
     @property
     def source_fingerprint(self) -> str:
         """Identity of what the easy-only stages see: the easy set, the features, the input size and
         the classes. Targets with the same source share these stages (a shift suite trains them once)."""
-        return stable_hash(_ident(self.easy), self.columns, self.image_size, self.classes)
+        return stable_hash(_ident(self.easy), self.columns, *self._grid, self.classes)
 
     @property
     def num_classes(self) -> int:
@@ -116,9 +128,54 @@ def _device_data(s: imageset.ImageSet, idx: np.ndarray, x: np.ndarray, feats: np
     return DomainData(images, cat, labels, name)
 
 
-def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime) -> Prepared:
-    """Load/generate both domains, check splits and features, and move them to the device."""
+def declared_task(spec: str) -> str:
+    """The task a card or an image-set folder declares, read before anything is generated."""
+    if Path(spec).is_dir():
+        return task_of(imageset.load(spec).meta)
+    from harness.data.cards import load_card
+
+    return load_card(spec).task
+
+
+def check_task(easy: tuple[str, str], hard: tuple[str, str], expected: str | None) -> Task:
+    """Both domains ((name, task) each) must declare one task, and the one asked for (`--task`)."""
+    (ne, te), (nh, th) = easy, hard
+    if expected is not None:
+        for role, name, t in (("hard", nh, th), ("easy", ne, te)):
+            if t != expected:
+                raise BadInput(f"--task {expected}: the {role} data '{name}' are {t} data, not {expected}")
+    if te != th:
+        raise BadInput(f"easy data '{ne}' are {te} data but hard data '{nh}' are {th} data "
+                       "(both domains must be data of one task)")
+    return get_task(th)
+
+
+def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None) -> np.ndarray:
+    """The stamps as the model sees them: resampled to `fov` arcsec (tasks that resample) or centre
+    cropped, then stretched."""
+    x = np.asarray(s.images)
+    if task.resample and fov is not None:
+        x = resample(x, _pixel_scale(s), fov, size)
+    return prepare(x, size, task.stretch)
+
+
+def _pixel_scale(s: imageset.ImageSet) -> float:
+    ps = s.meta.get("pixel_scale")
+    if not isinstance(ps, (int, float)) or ps <= 0:
+        raise BadInput(f"{s.root or s.name}: meta.json has no positive pixel_scale, needed to resample")
+    return float(ps)
+
+
+def common_fov(easy: imageset.ImageSet, hard: imageset.ImageSet) -> float:
+    """The field both domains cover (arcsec): the smaller of their stamps."""
+    return min(_pixel_scale(x) * min(x.images.shape[-2:]) for x in (easy, hard))
+
+
+def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | None = None) -> Prepared:
+    """Load/generate both domains, check task, splits and features, and move them to the device."""
     d = preset.data
+    # the task is checked before anything is generated
+    t = check_task((d.easy, declared_task(d.easy)), (d.hard, declared_task(d.hard)), task)
     easy = load_domain(d.easy, d.n_easy, d.seed, datasets_dir, rt, d.workers)
     hard = load_domain(d.hard, d.n_hard, d.seed + 1, datasets_dir, rt, d.workers)
     for s, need in ((easy, ("train", "val")), (hard, ("pool", "labelled", "test"))):
@@ -141,7 +198,8 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime) -> Prepared:
     fe_all, _ = feature_matrix(easy.catalog, easy.labels, cols, check=False)
     fh_all, _ = feature_matrix(hard.catalog, hard.labels, cols, check=False)
     size = d.image_size
-    xe, xh = prepare(np.asarray(easy.images), size), prepare(np.asarray(hard.images), size)
+    fov = (t.fov or common_fov(easy, hard)) if t.resample else None
+    xe, xh = model_input(easy, t, size, fov), model_input(hard, t, size, fov)
     dev = rt.device
     return Prepared(
         easy=easy, hard=hard, columns=cols,
@@ -151,5 +209,5 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime) -> Prepared:
         pool_labels=torch.from_numpy(hard.labels[pool]).to(dev),
         labelled=_device_data(hard, lab, xh, fh_all, dev, True, "hard/labelled"),
         test=_device_data(hard, test, xh, fh_all, dev, False, "hard/test"),
-        image_size=size,
+        image_size=size, fov=fov,
     )

@@ -25,7 +25,7 @@ from harness.metrics import (
     accuracy,
     binary_report,
     class_scores,
-    multiclass_auroc,
+    multiclass_report,
     score_auroc,
     validator_scores,
 )
@@ -50,8 +50,8 @@ def evaluate(method: AdaptationMethod, p: Prepared, batch_size: int, autocast: A
                 out.append(Metric(split, name, v, lo, hi))
             preds.append(pd.DataFrame({"split": split, "index": s_idx, "id": ids, "label": y, "score": sc}))
         else:
-            for name, v in multiclass_auroc(y, sc, classes).items():
-                out.append(Metric(split, name, v))
+            for name, (v, lo, hi) in multiclass_report(y, sc, classes, seed=seed, n_boot=n_boot).items():
+                out.append(Metric(split, name, v, None if np.isnan(lo) else lo, None if np.isnan(hi) else hi))
             out.append(Metric(split, "accuracy", accuracy(y, sc)))
             df = pd.DataFrame({"split": split, "index": s_idx, "id": ids, "label": y})
             for k in range(sc.shape[1]):

@@ -96,6 +96,35 @@ def multiclass_auroc(labels: np.ndarray, probs: np.ndarray, classes: list[str]) 
     return out
 
 
+def multiclass_report(labels: np.ndarray, probs: np.ndarray, classes: list[str], seed: int = 0,
+                      n_boot: int = N_BOOT, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Per-class one-vs-rest AUROC and their macro mean (the headline `auroc`), each with a percentile
+    bootstrap interval; every class is scored on the same resamples of the test images. Also the micro
+    AUROC over one-hot targets, which Keras' `AUC` reports (shown labelled as such, never the headline)."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    n, k = probs.shape
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    per = np.stack([weighted_auroc(labels == j, probs[:, j]) for j in range(k)])            # (K,)
+    boot = np.stack([weighted_auroc(labels == j, probs[:, j], w) for j in range(k)])        # (K, B)
+    a = (1 - level) / 2
+
+    def ci(point: float, draws: np.ndarray) -> tuple[float, float, float]:
+        d = draws[np.isfinite(draws)]
+        if not np.isfinite(point) or not d.size:
+            return float(point), float("nan"), float("nan")
+        lo, hi = np.quantile(d, [a, 1 - a])
+        return float(point), float(lo), float(hi)
+
+    out = {f"auroc_{c}": ci(per[j], boot[j]) for j, c in enumerate(classes)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["auroc"] = ci(float(np.nanmean(per)), np.nanmean(boot, axis=0))
+    onehot = np.eye(k, dtype=bool)[labels].ravel()
+    out["auroc_micro_keras"] = (float(weighted_auroc(onehot, probs.ravel())), float("nan"), float("nan"))
+    return out
+
+
 def class_scores(logits: torch.Tensor) -> np.ndarray:
     """Softmax probabilities as numpy: the positive-class column (N,) for two classes, else (N, K)."""
     probs = logits.float().softmax(1).cpu().numpy()

@@ -37,6 +37,7 @@ class Spec:
     precision: str
     datasets_dir: Path
     hp_overrides: dict
+    task: str | None = None
 
 
 def resolve_jobs(spec: str | int, device: torch.device, n_runs: int) -> int:
@@ -55,14 +56,14 @@ def _options(spec: Spec, lines: list[str]):
 
     return Options(preset=spec.preset, store=Store(spec.store), device=torch.device(spec.device),
                    precision=spec.precision, datasets_dir=spec.datasets_dir, quiet=True,
-                   hp_overrides=spec.hp_overrides, log=lines.append)
+                   hp_overrides=spec.hp_overrides, log=lines.append, task=spec.task)
 
 
 def _prepared(spec: Spec, opts) -> Prepared:
     """The device data, read once per worker process (from the datasets the driver made)."""
     key = (spec.preset.data, spec.preset.source.use_catalog, str(spec.datasets_dir))   # what prepare reads
     if key not in _PREPARED:
-        _PREPARED[key] = prepare_data(spec.preset, spec.datasets_dir, opts.runtime)
+        _PREPARED[key] = prepare_data(spec.preset, spec.datasets_dir, opts.runtime, spec.task)
     return _PREPARED[key]
 
 
@@ -111,9 +112,9 @@ def _cost(method: str, hp_overrides: dict) -> float:
 def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_done: bool = False) -> list[str]:
     """Run methods x seeds in `jobs` worker processes; returns the run ids in (seed, method) order."""
     check_hparams(methods, opts.hp_overrides)
-    prepare_data(opts.preset, opts.datasets_dir, opts.runtime)   # generate/validate data once, here
+    prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)   # generate/validate data here
     spec = Spec(opts.preset, opts.store.path, str(opts.device), opts.precision, opts.datasets_dir,
-                opts.hp_overrides)
+                opts.hp_overrides, opts.task)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kinds = sorted({get_method(m).start == "source_joint" for m in methods})
     say = (lambda line: None) if opts.quiet else tqdm.write

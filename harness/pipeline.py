@@ -40,8 +40,6 @@ from harness.stages import seed_all, ssl_finder, stage_source, stage_ssl
 from harness.store import Metric, RunRecord, Store
 from harness.training import Augment, Runtime, infer, resolve_precision
 
-TASK = "lens-finding"
-
 
 @dataclass
 class Options:
@@ -55,6 +53,7 @@ class Options:
     quiet: bool = False
     hp_overrides: dict = field(default_factory=dict)
     log: Callable[[str], None] = print
+    task: str | None = None          # --task: the task the data must declare (None: whatever they declare)
 
     def __post_init__(self) -> None:
         self.precision = resolve_precision(self.device, self.precision)
@@ -87,8 +86,10 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
     config = {"preset": opts.preset.to_dict(), "method": name, "hparams": hp, "precision": opts.precision,
               "data": {"easy": d.easy, "hard": d.hard, "easy_fingerprint": p.easy.fingerprint,
                        "hard_fingerprint": p.hard.fingerprint, "features": p.columns, "shift": shift}}
+    if p.fov is not None:   # resampling tasks: the field both domains were mapped to (score needs it)
+        config["data"]["fov"] = p.fov
     key = stable_hash("run", name, seed, config)
-    rec = RunRecord(task=TASK, method=name, seed=seed, preset=opts.preset.name, fingerprint=p.fingerprint,
+    rec = RunRecord(task=p.task, method=name, seed=seed, preset=opts.preset.name, fingerprint=p.fingerprint,
                     config=config, code_version=code_version(), device=_device_name(opts.device), run_key=key,
                     start=cls.start, uses_target_labels=cls.uses_target_labels, oracle=cls.oracle,
                     role=cls.role)
@@ -223,7 +224,7 @@ def _device_name(device: torch.device) -> str:
 def run(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
     """Run methods x seeds. Returns run ids (failed runs included)."""
     check_hparams(methods, opts.hp_overrides)
-    p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime)
+    p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)
     ids = []
     for seed in seeds:
         for m in methods:

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from harness.data import imageset
 from harness.data.features import feature_matrix
-from harness.data.preprocess import prepare
+from harness.domains import model_input
 from harness.errors import BadInput
 from harness.models import LensFinder
 from harness.store import Store
+from harness.tasks import get_task, task_of
 from harness.training import Runtime
 
 
@@ -38,6 +39,9 @@ def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFin
     row = row.iloc[0]
     if row["status"] != "ok":
         raise BadInput(f"--run {run_id}: the run {row['status']}; only finished runs have a model")
+    if row["task"] == "ssl-real":
+        raise BadInput(f"--run {run_id}: an ssl-real arm is five cross-validation models, "
+                       "not one to score with")
     path = store.run_dir(run_id) / "model.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -48,14 +52,16 @@ def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFin
     src, features = cfg["preset"]["source"], list(cfg["data"].get("features") or [])
     first_conv = next(v for k, v in state.items() if k.startswith("backbone") and v.ndim == 4)
     model = LensFinder(src["backbone"], int(first_conv.shape[1]), len(features),
-                       int(state["head.weight"].shape[0]), use_catalog=src["use_catalog"])
+                       int(state["head.weight"].shape[0]), use_catalog=src["use_catalog"],
+                       head=src.get("head", "linear"))
     try:
         model.load_state_dict(state)
     except RuntimeError:
         raise BadInput(f"{path}: weights do not match the run's recorded model") from None
     info = {"features": features if model.use_catalog else [], "bands": int(first_conv.shape[1]),
             "size": int(cfg["preset"]["data"]["image_size"]), "run": run_id, "method": row["method"],
-            "seed": int(row["seed"]), "code_version": row["code_version"], "weights": "final"}
+            "seed": int(row["seed"]), "code_version": row["code_version"], "weights": "final",
+            "task": row["task"], "fov": cfg["data"].get("fov")}
     return model.to(device).eval(), info
 
 
@@ -63,7 +69,9 @@ def _check(s: imageset.ImageSet, info: dict) -> None:
     _, c, h, w = s.images.shape
     if c != info["bands"]:
         raise BadInput(f"{s.root}: images have {c} bands but run {info['run']}'s model takes {info['bands']}")
-    if min(h, w) < info["size"]:
+    if (task_of(s.meta) == "substructure") != (info["task"] == "substructure"):   # lens sets score alike
+        raise BadInput(f"{s.root}: a {task_of(s.meta)} set, but run {info['run']} is a {info['task']} model")
+    if min(h, w) < info["size"] and not get_task(info["task"]).resample:
         raise BadInput(f"{s.root}: {h}x{w} stamps are smaller than the model input "
                        f"{info['size']}x{info['size']} of run {info['run']}")
 
@@ -77,10 +85,13 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     labels = np.zeros(n, dtype=np.int64)   # unused by feature_matrix without its leak check
     feats, _ = feature_matrix(s.catalog, labels, info["features"], check=False)
     ids = s.catalog["id"].astype(str).to_numpy() if "id" in s.catalog else np.arange(n).astype(str)
-    out = []
+    out, task = [], get_task(info["task"])
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
     for lo in range(0, n, chunk):
-        x = torch.from_numpy(prepare(np.asarray(s.images[lo:lo + chunk], dtype=np.float32), info["size"]))
+        rows = slice(lo, lo + chunk)
+        part = imageset.ImageSet(np.asarray(s.images[rows], dtype=np.float32), s.catalog.iloc[rows],
+                                 s.labels[rows], meta=s.meta, root=s.root)
+        x = torch.from_numpy(model_input(part, task, info["size"], info["fov"]))
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():

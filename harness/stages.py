@@ -87,7 +87,7 @@ def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path
 def new_finder(p: Prepared, cfg: SourceConfig, num_classes: int, device: torch.device) -> LensFinder:
     """A fresh lens finder for these domains, its catalog scaler fitted on the easy train split."""
     m = LensFinder(cfg.backbone, p.source.images.shape[1], len(p.columns), num_classes,
-                   use_catalog=cfg.use_catalog)
+                   use_catalog=cfg.use_catalog, head=cfg.head)
     m.fit_catalog_scaler(p.source.catalog.cpu())
     return m.to(device).to(memory_format=torch.channels_last)
 

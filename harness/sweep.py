@@ -14,7 +14,8 @@ from harness.stages import stage_source, stage_ssl
 
 
 def _job(method: str, seed: int, opts: Options, skip_done: bool) -> str:
-    return run_method(method, seed, prepare_data(opts.preset, opts.datasets_dir, opts.runtime), opts,
+    p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)
+    return run_method(method, seed, p, opts,
                       skip_done=skip_done)
 
 
@@ -31,7 +32,7 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     remote = ray.remote(num_cpus=1, num_gpus=1 if opts.device.type == "cuda" else 0)(_job)
     # the stage caches are shared through the store folder: warm them once before fanning out
     pr, rt = opts.preset, opts.runtime
-    p = prepare_data(pr, opts.datasets_dir, rt)
+    p = prepare_data(pr, opts.datasets_dir, rt, opts.task)
     for seed in seeds:
         ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, opts.store.cache, rt)
         stage_source(p, seed, ssl_key, ssl_state, pr.source, opts.store.cache, rt)

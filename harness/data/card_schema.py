@@ -76,6 +76,7 @@ DETECTOR_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
     "sky_gradient": (_NUM, 0.0, 100.0),
     "cosmic_rays": (_NUM, 0.0, 50.0),
     "bad_columns": (_NUM, 0.0, 1.0),
+    "nan_edge": (_NUM, 0.0, 1.0),
 }
 
 def _get(data: dict, dotted: str, path: Path) -> Any:
@@ -112,8 +113,49 @@ def _check(value: Any, kind: Any, lo: float | None, hi: float | None, key: str, 
             raise BadInput(f"{path}: key '{key}' = {v} is out of range [{lo}, {hi}]")
 
 
+# Substructure cards (`task: substructure`, DeepLense Test I): one band, a main halo, three classes.
+SUBSTRUCTURE_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
+    "instrument.pixel_scale": (_NUM, 0.005, 2.0),
+    "instrument.npix": (int, 8, 512),
+    "instrument.bands": (list, None, None),
+    "instrument.psf_fwhm": (_NUM, 0.005, 5.0),
+    "instrument.noise": (str, None, None),
+    "population.z_lens": (_NUM, 0.01, 5.0),
+    "population.z_source": (_NUM, 0.02, 10.0),
+    "population.halo_mass": (_NUM, 1e9, 1e15),
+    "population.class_fractions": (list, None, None),
+    "population.lens.q": ("range", 0.2, 1.0),
+    "population.lens.shear": ("range", 0.0, 0.3),
+    "population.source.R_sersic": ("range", 0.01, 5.0),
+    "population.source.n_sersic": ("range", 0.3, 8.0),
+    "population.source.q": ("range", 0.1, 1.0),
+    "population.source.offset": (_NUM, 0.0, 3.0),
+    "substructure.sphere.n_mean": (_NUM, 0.0, 1000.0),
+    "substructure.sphere.mass_range": ("range", 1e3, 1e13),
+    "substructure.sphere.slope": (_NUM, -3.0, -1.01),
+    "substructure.sphere.radius": ("range", 0.0, 10.0),
+    "substructure.vort.n_points": (int, 2, 10000),
+    "substructure.vort.mass": (_NUM, 1e3, 1e13),
+    "substructure.vort.log10_axion_ev": ("range", -30.0, -18.0),
+}
+NOISE_SCHEMA: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
+    "gaussian-poisson": {"instrument.background_rms": (_NUM, 0.0, 1e6),
+                         "instrument.exptime_log10": ("range", -3.0, 8.0),
+                         "population.source.amp": (_NUM, 0.0, 1e9)},
+    "euclid-vis": {"instrument.coadd_years": (int, 1, 6),
+                   "population.source.magnitude": ("range", 10.0, 35.0)},
+}
+TASKS = ("lens-finding", "substructure", "ssl-real")
+
+
 def validate(data: dict, path: Path) -> None:
     """Every required key present, typed and in range; BadInput names the file and the key."""
+    task = data.get("task", "lens-finding")
+    if task not in TASKS:
+        raise BadInput(f"{path}: key 'task' must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "substructure":
+        _validate_substructure(data, path)
+        return
     for key, (kind, lo, hi) in SCHEMA.items():
         _check(_get(data, key, path), kind, lo, hi, key, path)
     bands = data["instrument"]["bands"]
@@ -146,6 +188,11 @@ def validate(data: dict, path: Path) -> None:
     sp = _get(data, "splits", path)
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")
+    _check_splits(sp, data, path)
+
+
+def _check_splits(sp: dict, data: dict, path: Path) -> None:
+    """A target card's labelled/test shares, or a source card's validation share."""
     if "labelled_frac" in sp:
         _check(sp["labelled_frac"], _NUM, 0.0, 1.0, "splits.labelled_frac", path)
         _check(_get(data, "splits.test_frac", path), _NUM, 0.0, 1.0, "splits.test_frac", path)
@@ -155,3 +202,29 @@ def validate(data: dict, path: Path) -> None:
                            "must be > 0 and sum < 1")
     else:
         _check(_get(data, "splits.val_frac", path), _NUM, 0.0, 0.9, "splits.val_frac", path)
+
+
+def _validate_substructure(data: dict, path: Path) -> None:
+    """A substructure card: its schema, its noise model's keys, one band, fractions summing to 1."""
+    for key, (kind, lo, hi) in SUBSTRUCTURE_SCHEMA.items():
+        _check(_get(data, key, path), kind, lo, hi, key, path)
+    noise = data["instrument"]["noise"]
+    if noise not in NOISE_SCHEMA:
+        raise BadInput(f"{path}: key 'instrument.noise' must be one of {', '.join(NOISE_SCHEMA)}, "
+                       f"got {noise!r}")
+    for key, (kind, lo, hi) in NOISE_SCHEMA[noise].items():
+        _check(_get(data, key, path), kind, lo, hi, key, path)
+    if len(data["instrument"]["bands"]) != 1:
+        raise BadInput(f"{path}: key 'instrument.bands' must name one band "
+                       "(substructure images are single-band)")
+    fr = data["population"]["class_fractions"]
+    fractions = isinstance(fr, list) and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in fr)
+    if not fractions or len(fr) != 3 or abs(sum(fr) - 1) > 1e-6:
+        raise BadInput(f"{path}: key 'population.class_fractions' must be three fractions (no, sphere, vort) "
+                       f"summing to 1, got {fr!r}")
+    if data["population"]["z_source"] <= data["population"]["z_lens"]:
+        raise BadInput(f"{path}: key 'population.z_source' must exceed 'population.z_lens'")
+    sp = _get(data, "splits", path)
+    if not isinstance(sp, dict):
+        raise BadInput(f"{path}: key 'splits' must be a mapping")
+    _check_splits(sp, data, path)

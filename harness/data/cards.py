@@ -43,6 +43,19 @@ class Card:
     def bands(self) -> list[str]:
         return list(self.data["instrument"]["bands"])
 
+    @property
+    def task(self) -> str:
+        """What the card's sets are for: lens-finding (the default) or substructure."""
+        return str(self.data.get("task", "lens-finding"))
+
+    @property
+    def classes(self) -> list[str]:
+        if self.task == "substructure":
+            from harness.data.substructure import CLASSES
+
+            return list(CLASSES)
+        return ["non-lens", "lens"]
+
 
 def fingerprint(data: dict) -> str:
     """sha256 of the canonical JSON of the resolved card, 16 hex chars."""

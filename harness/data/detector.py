@@ -9,7 +9,10 @@ jitter), so they are the instrument shift unsupervised adaptation is built for:
 - `sky_gradient`: a residual linear sky from background subtraction, up to this many noise sigmas
   at the stamp edge, in a random direction;
 - `cosmic_rays`: mean number of unrejected cosmic-ray tracks per stamp, each in one band;
-- `bad_columns`: probability that a stamp holds a hot column in one band.
+- `bad_columns`: probability that a stamp holds a hot column in one band;
+- `nan_edge`: probability that the stamp runs off the survey footprint: every pixel beyond a random
+  line (covering up to 40% of the stamp) is NaN, as in drizzled HST cutouts. Not for model input as
+  such: preprocessing sets non-finite pixels to 0, so this tests that path.
 All draws come from the caller's generator, which is separate from the scene's, so a card without
 a `detector` block renders exactly as before.
 """
@@ -61,4 +64,13 @@ def apply(img: np.ndarray, spec: dict, sigma: np.ndarray, rng: np.random.Generat
         b = int(rng.integers(c))
         out[b, :, int(rng.integers(w))] += rng.uniform(5, 20) * sigma[b]
     truth["truth_cosmic_rays"], truth["truth_bad_column"] = n_cr, int(hot)
+    if "nan_edge" in spec:
+        cut = bool(rng.random() < float(spec["nan_edge"]))
+        if cut:
+            t, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.05, 0.4)
+            yy, xx = np.mgrid[0:h, 0:w]
+            along = ((xx - (w - 1) / 2) * math.cos(t) + (yy - (h - 1) / 2) * math.sin(t))
+            along /= (max(h, w) - 1) / 2
+            out[:, along > 1 - 2 * depth] = np.nan
+        truth["truth_nan_edge"] = int(cut)
     return out

@@ -1,8 +1,11 @@
-"""Model-input preparation of stamps: centre crop/pad to the model size and a noise-scaled asinh stretch.
+"""Model-input preparation of stamps: centre crop/pad (or resample) to the model size, then a per-stamp
+stretch.
 
 Real and simulated sets come in different units (counts, nanomaggies, arbitrary), so each image
-and band is scaled by its own robust noise level (1.4826 x MAD) and compressed with asinh. This
-is a per-image operation: no statistic is shared across images, so no split leaks into another.
+and band is scaled by its own robust noise level (1.4826 x MAD) and compressed with asinh, or (the
+substructure task, as DeepLense's sets are) min-max scaled to [0, 1]. Both are per-image operations:
+no statistic is shared across images, so no split leaks into another. Resampling maps stamps of
+different pixel scales onto one angular grid, so two cameras meet in one model input.
 """
 
 from __future__ import annotations
@@ -40,8 +43,35 @@ def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 2048) -> 
     return out
 
 
-def prepare(images: np.ndarray, size: int) -> np.ndarray:
-    """What the models see: cropped/padded to `size`, normalised, float32, finite."""
+def resample(images: np.ndarray, pixel_scale: float, fov: float, size: int, chunk: int = 2048) -> np.ndarray:
+    """The central `fov` arcsec of each stamp on a `size` x `size` grid: cropped to the nearest whole
+    pixel count, then area-averaged (antialiased bilinear) onto the new grid."""
+    import torch
+    import torch.nn.functional as F
+
+    n_pix = min(images.shape[-1], images.shape[-2], max(1, round(fov / pixel_scale)))
+    x = crop_or_pad(images, n_pix)
+    if n_pix == size:
+        return np.asarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0], x.shape[1], size, size), dtype=np.float32)
+    for s in range(0, x.shape[0], chunk):
+        t = torch.from_numpy(np.nan_to_num(np.asarray(x[s:s + chunk], dtype=np.float32)))
+        out[s:s + chunk] = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+                                         align_corners=False).numpy()
+    return out
+
+
+def minmax(images: np.ndarray) -> np.ndarray:
+    """Each stamp and band scaled to [0, 1] (a constant stamp becomes 0)."""
+    x = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo = x.min(axis=(-2, -1), keepdims=True)
+    span = x.max(axis=(-2, -1), keepdims=True) - lo
+    return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+
+
+def prepare(images: np.ndarray, size: int, stretch: str = "asinh") -> np.ndarray:
+    """What the models see: cropped/padded to `size`, stretched, float32, finite."""
     if images.ndim != 4:
         raise BadInput(f"images must be (N, C, H, W), got shape {images.shape}")
-    return normalise(crop_or_pad(images, size))
+    x = crop_or_pad(images, size)
+    return minmax(x) if stretch == "minmax" else normalise(x)

@@ -31,30 +31,41 @@ CHUNK = 16  # images per task; fixed so results do not depend on the number of w
 _WORKER: dict[str, Any] = {}
 
 
+def renderer_for(data: dict):
+    """The card's task decides the scene: lens/non-lens stamps, or substructure classes."""
+    if data.get("task", "lens-finding") == "substructure":
+        from harness.data.substructure import SubstructureRenderer
+
+        return SubstructureRenderer(data)
+    return Renderer(data)
+
+
 def _init(data: dict) -> None:
     """Build (and warm up) the renderer once per process; reused for every chunk it renders."""
     r = _WORKER.get("r")
     if r is None or r.d != data:
-        r = Renderer(data)
+        r = renderer_for(data)
         # done in the parent before forking, the workers inherit the warmed-up models instead of
         # each paying ~0.4 s
         r.warm_up()
-        measure(np.stack([r.render(0, i)[0] for i in range(2)]), r.bands, r.ps, r.zp)
+        if getattr(r, "measures", True):
+            measure(np.stack([r.render(0, i)[0] for i in range(2)]), r.bands, r.ps, r.zp)
         _WORKER["r"] = r
 
 
 def _chunk(args: tuple[int, int, int]) -> tuple[int, np.ndarray, pd.DataFrame]:
     """Render images [start, stop) and measure their observables (fixed chunking => deterministic)."""
     seed, start, stop = args
-    r: Renderer = _WORKER["r"]
+    r = _WORKER["r"]
     imgs, rows = [], []
     for i in range(start, stop):
         im, t = r.render(seed, i)
         imgs.append(im)
         rows.append(t)
     arr = np.stack(imgs)
-    obs = measure(arr, r.bands, r.ps, r.zp)
-    cat = pd.concat([obs, pd.DataFrame(rows)], axis=1)
+    cat = pd.DataFrame(rows)
+    if getattr(r, "measures", True):   # substructure sets are image-only: no measured observables
+        cat = pd.concat([measure(arr, r.bands, r.ps, r.zp), cat], axis=1)
     return start, arr, cat
 
 
@@ -94,7 +105,8 @@ def simulate_arrays(card: Card, n: int, seed: int, workers: int = 1,
             pool.terminate()
     catalog = pd.concat(cats, ignore_index=True)
     catalog.insert(0, "id", [f"{card.name}-{seed}-{i:06d}" for i in range(n)])
-    labels = catalog["truth_is_lens"].to_numpy().astype(np.int64)
+    column = "truth_class" if card.task == "substructure" else "truth_is_lens"
+    labels = catalog[column].to_numpy().astype(np.int64)
     return images, catalog, labels
 
 
@@ -136,9 +148,10 @@ def generate(card: Card, n: int, seed: int, workers: int = 1, out: Path | None =
     else:
         idx = splits.train_val(labels, float(sp["val_frac"]), seed)
     ins = card.data["instrument"]
-    meta = {"name": out.name, "kind": "lens-finding", "domain": card.name, "bands": card.bands,
-            "pixel_scale": float(ins["pixel_scale"]), "zeropoint": float(ins["zeropoint"]),
-            "fingerprint": card.fingerprint, "seed": int(seed), "n": int(n),
-            "classes": ["non-lens", "lens"], "shift": card.shift}
+    meta = {"name": out.name, "kind": card.task, "domain": card.name, "bands": card.bands,
+            "pixel_scale": float(ins["pixel_scale"]), "fingerprint": card.fingerprint, "seed": int(seed),
+            "n": int(n), "classes": card.classes, "shift": card.shift}
+    if "zeropoint" in ins:
+        meta["zeropoint"] = float(ins["zeropoint"])
     iset = imageset.ImageSet(images=images, catalog=catalog, labels=labels, splits=idx, meta=meta)
     return imageset.save(iset, out, card_text=card.text, overwrite=overwrite)

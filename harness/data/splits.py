@@ -48,6 +48,20 @@ def hard_splits(labels: np.ndarray, labelled_frac: float, test_frac: float,
             "test": test.astype(np.int64)}
 
 
+def target_splits(labels: np.ndarray, labelled_frac: float, test: np.ndarray | None, test_frac: float,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Target splits of a fully labelled real set: its own `test` (e.g. a test/ folder) when given, else
+    a stratified `test_frac`; then a stratified `labelled` share of all images from the rest; `pool` is
+    what remains (handed to methods without labels)."""
+    if test is None:
+        return hard_splits(labels, labelled_frac, test_frac, seed)
+    rng = np.random.default_rng(seed)
+    rest = np.setdiff1d(np.arange(labels.size), test)
+    labelled = _stratified_take(rest, labels, min(0.99, labelled_frac * labels.size / max(rest.size, 1)), rng)
+    return {"pool": np.setdiff1d(rest, labelled).astype(np.int64), "labelled": labelled.astype(np.int64),
+            "test": np.asarray(test, dtype=np.int64)}
+
+
 def labelled_test_from_known(labels: np.ndarray, test_share: float, seed: int) -> dict[str, np.ndarray]:
     """Real data: labelled rows are divided stratified into `labelled`/`test`; unlabelled are `pool`."""
     known = np.flatnonzero(labels >= 0)

@@ -17,10 +17,17 @@ class LensFinder(nn.Module):
     """images (B,C,H,W) + catalog (B,F) -> logits (B,K); `embed` gives the fused (B,dim) embedding."""
 
     def __init__(self, backbone: str = "small", in_channels: int = 3, n_features: int = 0,
-                 num_classes: int = 2, use_catalog: bool = True, dim: int = 128, heads: int = 4) -> None:
+                 num_classes: int = 2, use_catalog: bool = True, dim: int = 128, heads: int = 4,
+                 head: str = "linear") -> None:
         super().__init__()
         self.backbone = make_backbone(backbone, in_channels)
-        self.img_proj = nn.Linear(self.backbone.out_dim, dim)
+        if head == "seed":   # the DeepLense seed's classifier: trunk -> BatchNorm -> dropout -> dense
+            self.img_proj = nn.Sequential(nn.BatchNorm1d(self.backbone.out_dim), nn.Dropout(0.5),
+                                          nn.Linear(self.backbone.out_dim, dim), nn.ReLU(), nn.Dropout(0.5))
+        elif head == "linear":
+            self.img_proj = nn.Linear(self.backbone.out_dim, dim)
+        else:
+            raise ValueError(f"unknown head '{head}' (linear | seed)")
         self.use_catalog = bool(use_catalog and n_features > 0)
         self.n_features = n_features
         if self.use_catalog:

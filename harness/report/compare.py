@@ -111,21 +111,28 @@ def mark(low: float, high: float) -> str:
 def verdict(group: pd.DataFrame, title: str) -> str:
     """One line, from the numbers: do unsupervised methods beat the baseline on this card?"""
     base = roles.reference(group, roles.BASELINE)
-    un = group[roles.unsupervised(group)]
+    ssl_real = set(group.get("task", [])) == {"ssl-real"}   # its arms all use the fold labels
+    un = group[(group["role"] == roles.METHOD) if ssl_real else roles.unsupervised(group)]
+    kind = "SSL arms" if ssl_real else "unsupervised methods"
     if base is None:
         return f"{title}: no baseline run, so no verdict."
     tested = un[np.isfinite(un["delta_base.low"])]
     if tested.empty:
-        return f"{title}: no unsupervised method has paired runs against {base['method']}."
+        return f"{title}: no {kind[:-1]} has paired runs against {base['method']}."
     wins = tested[tested["delta_base.low"] > 0]
     worse = tested[tested["delta_base.high"] < 0]
-    head = (f"{title}: {len(wins)} of {len(tested)} unsupervised methods beat {base['method']} "
+    head = (f"{title}: {len(wins)} of {len(tested)} {kind} beat {base['method']} "
             "(paired 95% interval of Δ AUROC above 0)")
     parts = [head + (": " + ", ".join(f"{r.method} {r.delta_base:+.3f}" for r in wins.itertuples())
                      if len(wins) else "")]
     if len(worse):
         verb = "is" if len(worse) == 1 else "are"
         parts.append(f"{len(worse)} {verb} worse ({', '.join(worse['method'])})")
+    if ssl_real:   # the seed's lower bar: better than chance
+        low = group.get("hard_test.auroc.low", pd.Series(np.nan, index=group.index))
+        above = group.loc[low > 0.5, "method"]
+        names = ", ".join(above) if len(above) else "none"
+        parts.append(f"above chance (interval over folds above 0.5): {names}")
     gap = group["gap_significant"].any()
     oracle = roles.reference(group, roles.ORACLE)
     if oracle is not None:

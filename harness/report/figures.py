@@ -76,6 +76,30 @@ def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict
     return fig
 
 
+def class_roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
+                  stem: str) -> Fig | None:
+    """Multi-class groups: one ROC panel per class (None for binary groups)."""
+    curves: dict[str, list] = {}
+    for _, r in group.iterrows():
+        for _, run in _runs_of(ok, r).iterrows():
+            pred = predictions(sel, run["id"])
+            got = plots.roc_per_class(pred) if pred is not None else None
+            if got is not None:
+                curves.setdefault(r["method"], []).append(got)
+    if not curves:
+        return None
+    from harness.tasks import TASKS
+
+    k = len(next(iter(curves.values()))[0])
+    task = TASKS.get(str(group["task"].iloc[0]))
+    known = task is not None and len(task.classes) == k
+    classes = list(task.classes) if known else [str(i) for i in range(k)]
+    fig = Fig("ROC per class (hard test)")
+    fig.file = save(plots.class_roc(group, curves, colours, classes), out / f"{stem}-roc-classes.png").name
+    fig.caption = "One-vs-rest ROC of each class, mean over seeds."
+    return fig
+
+
 def auroc_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
     fig = Fig("AUROC by method")
     if not np.isfinite(group[HEADLINE]).any():
@@ -163,9 +187,10 @@ def extremes_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Pat
 def group_figures(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
                   title: str) -> list[Fig]:
     stem = slug(title)
-    return [roc_fig(sel, group, ok, colours, out, stem), auroc_fig(group, colours, out, stem),
-            gap_fig(group, colours, out, stem), embedding_fig(sel, group, ok, out, stem),
-            extremes_fig(sel, group, ok, out, stem)]
+    figs = [roc_fig(sel, group, ok, colours, out, stem), class_roc_fig(sel, group, ok, colours, out, stem),
+            auroc_fig(group, colours, out, stem), gap_fig(group, colours, out, stem),
+            embedding_fig(sel, group, ok, out, stem), extremes_fig(sel, group, ok, out, stem)]
+    return [f for f in figs if f is not None]
 
 
 def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:

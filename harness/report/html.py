@@ -6,9 +6,10 @@ import html
 
 import pandas as pd
 
+from harness.report.classes import anchor, per_class
 from harness.report.compare import verdict
 from harness.report.figures import Fig
-from harness.report.tables import html_table, legend, per_class
+from harness.report.tables import html_table, legend
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -80,6 +81,8 @@ def page(title: str, meta: list[str], sections: list[tuple[str, pd.DataFrame, li
         pc = per_class(group)
         if pc is not None:
             parts += ["<h3>Per-class one-vs-rest AUROC (hard test)</h3>", html_table(group, pc)]
+        if anchor(group):
+            parts.append(f'<p class="legend">{_esc(anchor(group))}</p>')
         parts += [figure(f) for f in figs]
     if shift_figs:
         parts.append("<h2>AUROC vs domain shift</h2>")

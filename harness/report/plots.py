@@ -44,6 +44,36 @@ def roc_on_grid(pred: pd.DataFrame, split: str = "hard_test") -> tuple[np.ndarra
     return (np.mean(curves, axis=0), neg) if curves else None
 
 
+def roc_per_class(pred: pd.DataFrame, split: str = "hard_test") -> list[np.ndarray | None] | None:
+    """One-vs-rest TPR on FPR_GRID for each class of a multi-class run (None for a binary run)."""
+    p = pred[pred["split"] == split]
+    cols = sorted((c for c in p.columns if c.startswith("score_")), key=lambda c: int(c.split("_")[1]))
+    if p.empty or not cols:
+        return None
+    y = p["label"].to_numpy(dtype=int)
+    return [_step_tpr(y == k, p[c].to_numpy(dtype=float)) for k, c in enumerate(cols)]
+
+
+def class_roc(group: pd.DataFrame, curves: dict[str, list[list]], colours: dict,
+              classes: list[str]) -> Figure:
+    """One panel per class: each method's one-vs-rest ROC, mean over seeds."""
+    with style():
+        fig = Figure(figsize=(4.0 * len(classes) + 2.4, 4.2))
+        axes = fig.subplots(1, len(classes), squeeze=False)[0]
+        for k, (ax, c) in enumerate(zip(axes, classes)):
+            for _, r in group.iterrows():
+                runs = [x[k] for x in curves.get(r["method"], []) if x[k] is not None]
+                if runs:
+                    ax.plot(FPR_GRID, np.vstack(runs).mean(0), color=colours[r["method"]], lw=1.6,
+                            ls=line_style(r["oracle"], r["uses_target_labels"]),
+                            label=label(r) if k == len(classes) - 1 else None)
+            ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", zorder=0)
+            ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", title=f"{c} vs rest")
+        axes[0].set_ylabel("true-positive rate")
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    return fig
+
+
 def roc(group: pd.DataFrame, curves: dict[str, list[np.ndarray]], colours: dict, multiclass: bool,
         negatives: int = 0) -> Figure:
     """Mean ROC per method with a min–max band over seeds, and a log-FPR inset for the low-FP regime.

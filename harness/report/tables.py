@@ -19,6 +19,7 @@ from harness.report.load import GROUP, Selection, latest_ok
 HEADLINE = "hard_test.auroc"
 OVER_SEEDS = "over seeds"
 BOOTSTRAP = "bootstrap over test images"
+FOLDS = "t-interval over 5 folds"
 ORACLE_MARK, LABELS_MARK = "†", "‡"
 PRESET_ORDER = {"full": 0, "demo": 1, "smoke": 2}  # biggest (most trustworthy) runs first
 SPLIT_ORDER = {"hard_test": 0, "easy_val": 1, "hard_pool": 2, "ssl": 3}
@@ -47,7 +48,9 @@ def legend(rows: pd.DataFrame) -> list[str]:
          "its last two checkpoints, so it is not a ceiling yet."),
         ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
          "(Bologna challenge)."),
-    ]
+    ] + ([(f"ssl-real: each arm's AUROC is the mean over its 5 folds with a {FOLDS} (clipped to [0, 1]; "
+           "optimistic, as folds share training images); Δ vs scratch is a paired bootstrap over every "
+           "image's out-of-fold score.")] if "ssl-real" in set(rows.get("task", [])) else [])
 
 
 def interval(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:
@@ -100,8 +103,8 @@ def summarise(sel: Selection) -> pd.DataFrame:
             mc = m[m["col"] == col]
             mean, lo, hi, kind = interval(*(mc[k].to_numpy(dtype=float) for k in ("value", "low", "high")))
             row[col], row[f"{col}.low"], row[f"{col}.high"] = mean, lo, hi
-            if col == HEADLINE:
-                row["interval"] = kind
+            if col == HEADLINE:   # an ssl-real run's own interval is over its folds, not a bootstrap
+                row["interval"] = FOLDS if task == "ssl-real" and kind == BOOTSTRAP else kind
         rows.append(row)
     df = pd.DataFrame(rows)
     keys = sorted(df.groupby(GROUP).groups, key=lambda k: (k[0], PRESET_ORDER.get(k[1], 9), k[1], k[2], k[3]))
@@ -158,7 +161,7 @@ def _num(x: float, digits: int = 3) -> str:
 
 
 def _ci(row: pd.Series, col: str) -> str:
-    mean, lo, hi = row[col], row[f"{col}.low"], row[f"{col}.high"]
+    mean, lo, hi = (_get(row, col + sfx) for sfx in ("", ".low", ".high"))
     if not np.isfinite(mean):
         return "—"
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -210,23 +213,6 @@ def display(group: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-NOT_CLASSES = {"auroc", "auroc_macro", "auroc_sel_validator", "auroc_sel_labelled"}
-
-
-def per_class(group: pd.DataFrame) -> pd.DataFrame | None:
-    """Multi-class groups: macro and per-class one-vs-rest hard-test AUROC per method; else None."""
-    cols = [c for c in group.columns if c.startswith("hard_test.auroc_") and c.count(".") == 1
-            and c.split(".")[1] not in NOT_CLASSES and np.isfinite(group[c]).any()]
-    if not cols:
-        return None
-    lead = ["hard_test.auroc_macro"] if "hard_test.auroc_macro" in group.columns else []
-    out = pd.DataFrame({"Method": [label(r) for _, r in group.iterrows()]})
-    for c in lead + cols:
-        name = "macro" if c in lead else c.split(".")[1].removeprefix("auroc_")
-        out[name] = [_num(v) for v in group[c]]
-    return out
-
-
 def groups(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, rows) per group, in the summary's order."""
     return [(t, g) for t, g in summary.groupby("group", sort=False)]
@@ -234,6 +220,8 @@ def groups(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def markdown(summary: pd.DataFrame) -> str:
     """GitHub-flavoured Markdown: one table per group, then the legend."""
+    from harness.report.classes import anchor, per_class
+
     lines = []
     for title, g in groups(summary):
         d = display(g)
@@ -245,6 +233,8 @@ def markdown(summary: pd.DataFrame) -> str:
             lines += ["Per-class one-vs-rest AUROC (hard test):", "", _md_row(pc.columns),
                       _md_row(["---"] * len(pc.columns)),
                       *(_md_row(r) for r in pc.itertuples(index=False)), ""]
+        if anchor(g):
+            lines += [anchor(g), ""]
     lines += [f"- {x}" for x in legend(summary)]
     return "\n".join(lines) + "\n"
 

@@ -261,7 +261,12 @@ def test_deeplense_split_folders(tmp_path):
     assert s.meta["bands"] == ["x"]
     # the class sets the image mean in the fixture: labels must follow the sorted folder names
     np.testing.assert_array_equal(np.floor(np.asarray(s.images).mean(axis=(1, 2, 3))), s.labels)
-    assert set(s.splits) == {"train", "val"} and len(s.split("train")) == 12 and len(s.split("val")) == 6
+    assert set(s.splits) == {"train", "val", "pool", "labelled", "test"}
+    assert len(s.split("train")) == 12 and len(s.split("val")) == 6
+    # as a target: disjoint pool / labelled / test covering every image, stratified
+    target = np.concatenate([s.split(k) for k in ("pool", "labelled", "test")])
+    assert sorted(target.tolist()) == list(range(18))
+    assert sorted(np.bincount(s.labels[s.split("test")]).tolist()) == [1, 1, 1]
     assert all(s.catalog["id"].iloc[i].startswith("val/") for i in s.split("val"))
     assert {"mag_x", "r_half_arcsec", "ellipticity"} <= set(s.catalog.columns)
     assert "1 macOS" in log.one("deeplense-npy", "macOS")
@@ -272,7 +277,7 @@ def test_deeplense_flat_classes_in_wrapper_folder(tmp_path):
     out, _ = run("deeplense-npy", src.parent, tmp_path)
     s = load(out)
     assert s.images.shape == (15, 1, 40, 40)
-    assert set(s.splits) == {"train", "val"} and len(s.split("val")) == 3  # stratified 20%
+    assert {"train", "val"} <= set(s.splits) and len(s.split("val")) == 3  # stratified 20%
     assert sorted(np.bincount(s.labels[s.split("val")]).tolist()) == [1, 1, 1]
 
 
@@ -291,7 +296,7 @@ def test_hst(tmp_path):
     out, log = run("hst-npy", src, tmp_path)
     s = load(out)
     assert s.images.dtype == np.float32 and s.images.shape == (10, 3, 64, 64)
-    assert s.meta["kind"] == "lens-finding" and s.meta["classes"] == ["non-lens", "lens"]
+    assert s.meta["kind"] == "ssl-real" and s.meta["classes"] == ["non-lens", "lens"]
     expect = [0 if i.startswith("nl_") else 1 for i in s.catalog["id"]]
     np.testing.assert_array_equal(s.labels, expect)
     assert sorted(s.labels.tolist()) == [0] * 5 + [1] * 5

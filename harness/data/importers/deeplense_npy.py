@@ -3,7 +3,9 @@
 One folder per class (e.g. `no/`, `sphere/`, `vort/`), each holding one `.npy` image per file,
 either directly under the copy or under `train/`, `val/` [and `test/`] folders, which then become
 the splits (a missing `val/` is carved out of `train/`; with no such folders the split is a
-stratified train/val). Classes are numbered in sorted folder-name order. Wrapper folders that
+stratified train/val). The set also gets target splits (pool / 20% labelled / test, a `test/` folder
+being the test split), so it can be either domain of a `--task substructure` run. Classes are
+numbered in sorted folder-name order. Wrapper folders that
 unzipping adds (a lone `dataset/`) are stepped into, and macOS junk is skipped and counted.
 """
 
@@ -17,11 +19,12 @@ from harness.data.imageset import ImageSet
 from harness.data.importers import register_format
 from harness.data.importers.npy import NpyItem, npy_files, npy_imageset, stack_npy
 from harness.data.importers.quirks import VAL_SHARE, Options, Quirks, fingerprint, report
-from harness.data.splits import train_val
+from harness.data.splits import target_splits, train_val
 from harness.errors import BadInput
 
 # Nominal scale, as the files carry no header: used only for the aperture of measure().
 DEEPLENSE_PIXEL_SCALE = 0.05
+LABELLED_SHARE = 0.2   # the protocol's labelled share of a target domain (DeepLense Test II's 20%)
 
 
 def _descend_wrappers(path: Path) -> Path:
@@ -73,12 +76,16 @@ def import_deeplense(path: Path, name: str, scratch: Path, opt: Options) -> dict
 
 
 def _group_splits(groups: list[str], labels: np.ndarray, opt: Options) -> dict[str, np.ndarray]:
-    """train/val(/test) from the folders when present, else a stratified train/val of VAL_SHARE."""
-    if not any(groups):
-        return train_val(labels, VAL_SHARE, opt.seed)
+    """Source splits train/val from the folders when present (else stratified, VAL_SHARE), and target
+    splits pool/labelled/test (a test/ folder is the test split), so the set can be either domain."""
     g = np.array(groups)
-    splits = {k: np.flatnonzero(g == k).astype(np.int64) for k in ("train", "val", "test") if (g == k).any()}
-    if "val" not in splits:  # only train/ survived: carve val out of it
-        tv = train_val(labels[splits["train"]], VAL_SHARE, opt.seed)
-        splits.update({k: splits["train"][v] for k, v in tv.items()})
+    if not any(groups):
+        splits = train_val(labels, VAL_SHARE, opt.seed)
+    else:
+        splits = {k: np.flatnonzero(g == k).astype(np.int64) for k in ("train", "val") if (g == k).any()}
+        if "val" not in splits:  # only train/ survived: carve val out of it
+            tv = train_val(labels[splits["train"]], VAL_SHARE, opt.seed)
+            splits.update({k: splits["train"][v] for k, v in tv.items()})
+    test = np.flatnonzero(g == "test") if (g == "test").any() else None
+    splits.update(target_splits(labels, LABELLED_SHARE, test, LABELLED_SHARE, opt.seed))
     return splits

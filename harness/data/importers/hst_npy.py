@@ -2,8 +2,9 @@
 
 One folder (searched recursively) of `.npy` images: `*_hst.npy` files are lenses, `nl_*_hst.npy`
 non-lenses; any other `.npy` file is ignored and counted. The files carry no header, so the pixel
-scale is a nominal ACS/WFC drizzled 0.05"/pixel unless overridden. It writes one lens-finding set
-with a stratified train/val split.
+scale is a nominal ACS/WFC drizzled 0.05"/pixel unless overridden. It writes one `ssl-real` set (the
+task of Test VI: `run --task ssl-real --hard <set>`) with a stratified train/val split; `score` also
+takes it, as lens / non-lens cutouts.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def import_hst(path: Path, name: str, scratch: Path, opt: Options) -> dict[str, 
         raise BadInput(f"{path}: no *_hst.npy files")
     stack, kept = stack_npy(items, path, scratch, quirks, opt)
     labels = np.array([items[i].label for i in kept], dtype=np.int64)
-    meta = {"name": name, "kind": "lens-finding", "domain": "real", "classes": ["non-lens", "lens"],
+    meta = {"name": name, "kind": "ssl-real", "domain": "real", "classes": ["non-lens", "lens"],
             "source_format": "hst-npy", "source_path": str(path.resolve()),
             "fingerprint": fingerprint(path, files), "quirks": quirks.as_meta()}
     iset = npy_imageset(items, kept, stack.filled(), train_val(labels, VAL_SHARE, opt.seed), meta,

@@ -95,8 +95,17 @@ def _load_npy(it: NpyItem, shape: tuple, quirks: Quirks) -> np.ndarray | None:
 
 def npy_imageset(items: list[NpyItem], kept: list[int], images: np.ndarray, splits: dict,
                  meta: dict, pixel_scale: float) -> ImageSet:
-    """The ImageSet of the kept items: `id` = relative path, bands `x` or `c0, c1, ...`, measurements."""
+    """The ImageSet of the kept items: `id` = relative path, bands `x` or `c0, c1, ...`, measurements.
+
+    A class left without images (its files all dropped as quirks) is refused, naming those files."""
     labels = np.array([items[i].label for i in kept], dtype=np.int64)
+    names = list(meta.get("classes") or [])
+    for k, name in enumerate(names):
+        if not (labels == k).any():
+            lost = sorted(it.rel for it in items if it.label == k)
+            raise BadInput(f"{meta.get('source_path', 'import')}: class '{name}' has no usable image"
+                           + (f" (dropped: {', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}: "
+                              "unreadable or not the set's shape)" if lost else ""))
     bands = ["x"] if images.shape[1] == 1 else [f"c{k}" for k in range(images.shape[1])]
     ids = pd.DataFrame({"id": [items[i].rel for i in kept]})
     catalog = with_measurements(ids, images, bands, pixel_scale)

@@ -1,0 +1,173 @@
+"""`--task` is real: runs record their data's task, mismatches are refused before anything is generated,
+and the substructure (Test I) and ssl-real (Test VI) tasks run end to end, on simulated data and on
+folders in the real layouts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from harness.cli import main
+from harness.data import imageset
+from harness.data.importers import import_dataset
+from harness.store import Store
+
+SMOKE = ["--preset", "smoke", "--quiet", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "substructure", "--easy", "easy"],
+     "--task substructure: the easy data 'easy' are lens-finding"),
+    (["--task", "lens-finding", "--hard", "substructure-b"],
+     "the hard data 'substructure-b' are substructure"),
+    (["--easy", "substructure-a"], "both domains must be data of one task"),
+    (["--task", "ssl-real", "--hard", "hard"], "--task ssl-real: the hard data 'hard' are lens-finding"),
+    (["--task", "weak-lensing"], "--task weak-lensing: unknown task"),
+    (["--task", "ssl-real", "--method", "dann"], "runs its own three arms"),
+])
+def test_task_mismatch_refused_before_generating(tmp_path: Path, args: list[str], needle: str,
+                                                 capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *args, "--store", "s.db", "--datasets-dir", "ds", *SMOKE]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "s.db").exists()
+
+
+def test_unknown_task_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "harness", "run", "--task", "weak-lensing", "--preset", "smoke"]
+    r = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --task weak-lensing: unknown task (choose from lens-finding, substructure, ssl-real)"]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def substructure(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("substructure")
+    rc = main(["run", "--task", "substructure", "--method", "source_only,dann", "--store", str(root / "s.db"),
+               "--datasets-dir", str(root / "ds"), *SMOKE])
+    assert rc == 0
+    return root
+
+
+def test_substructure_smoke_records_task_and_reports_per_class(substructure: Path) -> None:
+    runs = Store(substructure / "s.db").runs()
+    assert set(runs["task"]) == {"substructure"} and set(runs["status"]) == {"ok"}
+    pred = pd.read_parquet(substructure / runs["id"].iloc[0] / "predictions.parquet")
+    assert {"score_0", "score_1", "score_2"} <= set(pred.columns)
+    cfg = json.loads(runs["config"].iloc[0])
+    assert cfg["data"]["fov"] == pytest.approx(64 * 0.101)   # both domains on the target's field
+    out = substructure / "report"
+    assert main(["report", "--store", str(substructure / "s.db"), "--out", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "| Method | macro | no | sphere | vort | micro AUC (Keras, not the headline) |" in md
+    assert "Tidball et al. 2021" in md and "source-only 0.8558" in md
+    assert list(out.glob("*-roc-classes.png"))
+
+
+def test_substructure_runs_on_an_imported_deeplense_folder(substructure: Path, tmp_path: Path) -> None:
+    """A held-back folder in the DeepLense class-folder layout imports and runs through --task."""
+    gen = imageset.load(next((substructure / "ds").glob("substructure-b-*")))
+    src = tmp_path / "model_ii" / "dataset"
+    for k, name in enumerate(("no", "sphere", "vort")):
+        (src / name).mkdir(parents=True)
+        for i in np.flatnonzero(gen.labels == k):
+            np.save(src / name / f"{name}_sim_{i}.npy", np.asarray(gen.images[i, 0]))
+    (src / "no" / ".DS_Store").write_bytes(b"junk")
+    out = import_dataset("deeplense-npy", src.parent, "b-real", datasets_dir=tmp_path, progress=False,
+                         log=lambda m: None, pixel_scale=0.101)
+    s = imageset.load(out)
+    assert s.meta["kind"] == "substructure" and s.meta["classes"] == ["no", "sphere", "vort"]
+    assert {"pool", "labelled", "test"} <= set(s.splits)
+    rc = main(["run", "--task", "substructure", "--method", "source_only", "--hard", str(out),
+               "--store", str(substructure / "s.db"), "--datasets-dir", str(substructure / "ds"), *SMOKE])
+    assert rc == 0
+    runs = Store(substructure / "s.db").runs()
+    mine = runs[runs["config"].str.contains("b-real")]
+    assert len(mine) == 1 and mine["status"].iloc[0] == "ok" and mine["task"].iloc[0] == "substructure"
+
+
+def test_wrong_shape_that_empties_a_class_is_refused_naming_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name, shape in (("no", (40, 40)), ("sphere", (64, 64)), ("vort", (64, 64))):
+        (src / name).mkdir(parents=True)
+        for i in range(1 if name == "no" else 4):
+            np.save(src / name / f"{name}_{i}.npy", np.zeros(shape, np.float32) + i)
+    with pytest.raises(Exception, match=r"class 'no' has no usable image \(dropped: no/no_0.npy"):
+        import_dataset("deeplense-npy", src, "x", datasets_dir=tmp_path / "ds", progress=False,
+                       log=lambda m: None)
+    assert not (tmp_path / "ds" / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def ssl_real(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sslreal")
+    rc = main(["run", "--task", "ssl-real", "--store", str(root / "s.db"), "--datasets-dir", str(root / "ds"),
+               *SMOKE])
+    assert rc == 0
+    return root
+
+
+def test_ssl_real_smoke_records_three_arms_on_the_same_folds(ssl_real: Path) -> None:
+    runs = Store(ssl_real / "s.db").runs()
+    assert set(runs["task"]) == {"ssl-real"}
+    assert dict(zip(runs["method"], runs["role"])) == {"linear_probe": "method", "finetune": "method",
+                                                      "scratch": "baseline"}
+    preds = [pd.read_parquet(ssl_real / r / "predictions.parquet") for r in runs["id"]]
+    # every image scored by each arm
+    assert all(np.array_equal(p["label"], preds[0]["label"]) for p in preds)
+    assert all(p["score"].between(0, 1).all() for p in preds)
+    out = ssl_real / "report"
+    assert main(["report", "--store", str(ssl_real / "s.db"), "--out", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "SSL arms beat scratch" in md and "above chance" in md and "t-interval over 5 folds" in md
+
+
+def test_ssl_pretraining_sees_no_labels(ssl_real: Path, tmp_path: Path) -> None:
+    """Poisoning: the same images with shuffled labels give bitwise-identical pretrained weights."""
+    from harness.config import get_preset
+    from harness.pipeline import Options
+    from harness.ssl_real import load_set, pretrain
+    from harness.tasks import get_task
+
+    gen = imageset.load(next((ssl_real / "ds").glob("hst-lenses-*")))
+    states = []
+    for k, labels in enumerate((gen.labels, np.random.default_rng(1).permutation(gen.labels))):
+        folder = imageset.save(imageset.ImageSet(np.asarray(gen.images), gen.catalog, labels, gen.splits,
+                                                 dict(gen.meta)), tmp_path / f"set{k}")
+        preset = get_task("ssl-real").apply(get_preset("smoke")).replace("data", hard=str(folder))
+        (tmp_path / f"store{k}").mkdir()
+        opts = Options(preset=preset, store=Store(tmp_path / f"store{k}" / "s.db"),
+                       device=torch.device("cpu"), quiet=True, log=lambda m: None)
+        _, images, _ = load_set(opts)
+        states.append(pretrain(images, opts, seed=0, key="poison"))
+    a, b = states[0]["backbone"], states[1]["backbone"]
+    assert not np.array_equal(gen.labels, np.random.default_rng(1).permutation(gen.labels))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ssl_real_runs_on_an_imported_hst_folder(ssl_real: Path, tmp_path: Path) -> None:
+    """A held-back folder in the Test VI layout (single-band 334x334 with NaNs) imports and runs."""
+    gen = imageset.load(next((ssl_real / "ds").glob("hst-lenses-*")))
+    src = tmp_path / "hst"
+    src.mkdir()
+    for i, (img, y) in enumerate(zip(np.asarray(gen.images), gen.labels)):
+        np.save(src / (f"nl_{i}_hst.npy" if y == 0 else f"{i}_hst.npy"), img[0])
+    (src / "readme.npy").write_bytes(b"junk")
+    assert np.isnan(np.asarray(gen.images)).any()
+    out = import_dataset("hst-npy", src, "hst-real", datasets_dir=tmp_path, progress=False,
+                         log=lambda m: None)
+    rc = main(["run", "--task", "ssl-real", "--hard", str(out), "--store", str(tmp_path / "s.db"),
+               "--datasets-dir", str(tmp_path), *SMOKE])
+    assert rc == 0
+    runs = Store(tmp_path / "s.db").runs()
+    assert len(runs) == 3 and set(runs["task"]) == {"ssl-real"}
