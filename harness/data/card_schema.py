@@ -132,7 +132,7 @@ SUBSTRUCTURE_SCHEMA: dict[str, tuple[Any, float | None, float | None]] = {
     "population.source.offset": (_NUM, 0.0, 3.0),
     "substructure.sphere.n_mean": (_NUM, 0.0, 1000.0),
     "substructure.sphere.mass_range": ("range", 1e3, 1e13),
-    "substructure.sphere.slope": (_NUM, -3.0, -1.01),
+    "substructure.sphere.slope": (_NUM, -3.0, 0.0),
     "substructure.sphere.radius": ("range", 0.0, 10.0),
     "substructure.vort.n_points": (int, 2, 10000),
     "substructure.vort.mass": (_NUM, 1e3, 1e13),

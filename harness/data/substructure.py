@@ -34,9 +34,11 @@ def point_mass_theta_e_unit(z_lens: float, z_source: float) -> float:
 
 
 def power_law_masses(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
-    """n masses from dN/dm ∝ m^slope on [lo, hi] by inverting the CDF (slope != -1)."""
+    """n masses from dN/dm ∝ m^slope on [lo, hi] by inverting the CDF (log-uniform at slope -1)."""
     a = slope + 1.0
     u = rng.uniform(size=n)
+    if abs(a) < 1e-9:
+        return lo * (hi / lo) ** u
     return (lo**a + u * (hi**a - lo**a)) ** (1.0 / a)
 
 

@@ -50,6 +50,10 @@ def test_power_law_masses_follow_their_cdf() -> None:
     cdf = lambda x: (x**a - 1e6**a) / (1e10**a - 1e6**a)
     for x in (1e7, 1e8, 1e9):
         assert np.mean(m < x) == pytest.approx(cdf(x), abs=0.01)
+    flat = power_law_masses(rng, 40000, 1e6, 1e10, -1.0)   # log-uniform: a quarter per decade
+    assert np.mean(flat < 1e7) == pytest.approx(0.25, abs=0.01)
+    shallow = power_law_masses(rng, 40000, 1e6, 1e10, -0.9)   # the cards' slope: ~1/3 above 1e9
+    assert np.mean(shallow > 1e9) == pytest.approx((1e10**0.1 - 1e9**0.1) / (1e10**0.1 - 1e6**0.1), abs=0.01)
 
 
 def test_cards_load_as_substructure_and_bad_keys_are_named(tmp_path: Path) -> None:
