@@ -150,10 +150,11 @@ def check_task(easy: tuple[str, str], hard: tuple[str, str], expected: str | Non
     return get_task(th)
 
 
-def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None) -> np.ndarray:
-    """The stamps as the model sees them: resampled to `fov` arcsec (tasks that resample) or centre
-    cropped, then stretched."""
-    x = np.asarray(s.images)
+def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
+                rows: slice = slice(None)) -> np.ndarray:
+    """The stamps `rows` as the model sees them: resampled to `fov` arcsec (tasks that resample) or
+    centre cropped, then stretched."""
+    x = np.asarray(s.images[rows])
     if task.resample and fov is not None:
         x = resample(x, _pixel_scale(s), fov, size)
     return prepare(x, size, task.stretch)

@@ -88,10 +88,7 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     out, task = [], get_task(info["task"])
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
     for lo in range(0, n, chunk):
-        rows = slice(lo, lo + chunk)
-        part = imageset.ImageSet(np.asarray(s.images[rows], dtype=np.float32), s.catalog.iloc[rows],
-                                 s.labels[rows], meta=s.meta, root=s.root)
-        x = torch.from_numpy(model_input(part, task, info["size"], info["fov"]))
+        x = torch.from_numpy(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk)))
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():

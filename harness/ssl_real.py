@@ -12,6 +12,7 @@ with from-scratch on the same images and seeds (paired bootstrap, as for every o
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
+from harness.api import DomainData
 from harness.config import stable_hash
 from harness.data import imageset
 from harness.domains import check_task, declared_task, load_domain, model_input
 from harness.errors import BadInput
 from harness.fs import atomic_dir
 from harness.metrics import auroc, auroc_ci
-from harness.models import LensFinder
+from harness.models import LensFinder, make_backbone
 from harness.ssl import embed, train_ssl
 from harness.stages import cache_dir, load_cached, save_cached, seed_all
 from harness.store import Metric, RunRecord
@@ -87,10 +89,7 @@ def cross_validate(images: torch.Tensor, y: np.ndarray, ssl_state: dict, opts, s
                    ) -> dict[str, tuple[np.ndarray, list[float]]]:
     """Out-of-fold scores of every image and per-fold AUROCs for each arm, on one set of folds."""
     rt, src = opts.runtime, opts.preset.source
-    from harness.api import DomainData
-    from harness.ssl import SimCLR
-
-    enc = SimCLR(src.backbone, images.shape[1], opts.preset.ssl.proj_dim).backbone.to(rt.device)
+    enc = make_backbone(src.backbone, images.shape[1]).to(rt.device)
     enc.load_state_dict(ssl_state["backbone"])
     feats = embed(enc, images, rt.autocast)
     out = {a: (np.zeros(len(y)), []) for a in ARMS}
@@ -155,7 +154,11 @@ def run_ssl_real(seeds: list[int], opts, skip_done: bool = False) -> list[str]:
                                   "id": s.catalog["id"].astype(str).to_numpy(), "label": y, "score": oof})
             with atomic_dir(opts.store.run_dir(rec.id)) as tmp:
                 preds.to_parquet(Path(tmp) / "predictions.parquet", index=False)
-            opts.store.record(rec, metrics)
+            try:   # the folder first, then the row: a row never points at a missing folder
+                opts.store.record(rec, metrics)
+            except BaseException:
+                shutil.rmtree(opts.store.run_dir(rec.id), ignore_errors=True)
+                raise
             opts.log(f"ssl-real {arm} seed {seed}: AUROC {m:.3f} [{lo:.3f}, {hi:.3f}] over {FOLDS} folds")
             ids.append(rec.id)
     return ids

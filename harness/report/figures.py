@@ -50,10 +50,13 @@ def _missing(what: str, lacking: list[str]) -> list[str]:
     return [f"No {what} for: {', '.join(lacking)}."] if lacking else []
 
 
-def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
-            stem: str) -> Fig:
+def roc_figs(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
+             stem: str) -> list[Fig]:
+    """The (macro) ROC figure and, for multi-class groups, one ROC panel per class: each run's
+    predictions are read once for both."""
     fig = Fig("ROC curves (hard test)")
     curves: dict[str, list[np.ndarray]] = {}
+    by_class: dict[str, list] = {}
     lacking, multiclass, negatives = [], False, []
     for _, r in group.iterrows():
         for _, run in _runs_of(ok, r).iterrows():
@@ -65,29 +68,22 @@ def roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict
             multiclass |= "score" not in pred.columns
             curves.setdefault(r["method"], []).append(got[0])
             negatives.append(got[1])
+            per_class = plots.roc_per_class(pred)
+            if per_class is not None:
+                by_class.setdefault(r["method"], []).append(per_class)
     if not curves:
         fig.notes = ["Skipped: no run in this group has usable hard-test predictions (predictions.parquet)."]
-        return fig
+        return [fig]
     fig.notes = _missing("usable hard-test predictions.parquet", lacking)
     png = plots.roc(group, curves, colours, multiclass, negatives=min(negatives))
     fig.file = save(png, out / f"{stem}-roc.png").name
     fig.caption = ("Mean true-positive rate on a common false-positive grid over seeds, band = min–max "
                    "over seeds; inset: the same on a log-FPR axis (1e-3 to 1).")
-    return fig
+    return [fig] + ([_class_roc_fig(group, by_class, colours, out, stem)] if by_class else [])
 
 
-def class_roc_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
-                  stem: str) -> Fig | None:
-    """Multi-class groups: one ROC panel per class (None for binary groups)."""
-    curves: dict[str, list] = {}
-    for _, r in group.iterrows():
-        for _, run in _runs_of(ok, r).iterrows():
-            pred = predictions(sel, run["id"])
-            got = plots.roc_per_class(pred) if pred is not None else None
-            if got is not None:
-                curves.setdefault(r["method"], []).append(got)
-    if not curves:
-        return None
+def _class_roc_fig(group: pd.DataFrame, curves: dict[str, list], colours: dict, out: Path, stem: str) -> Fig:
+    """One ROC panel per class, named by the group's task where it declares its classes."""
     from harness.tasks import TASKS
 
     k = len(next(iter(curves.values()))[0])
@@ -187,10 +183,9 @@ def extremes_fig(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, out: Pat
 def group_figures(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours: dict, out: Path,
                   title: str) -> list[Fig]:
     stem = slug(title)
-    figs = [roc_fig(sel, group, ok, colours, out, stem), class_roc_fig(sel, group, ok, colours, out, stem),
-            auroc_fig(group, colours, out, stem), gap_fig(group, colours, out, stem),
-            embedding_fig(sel, group, ok, out, stem), extremes_fig(sel, group, ok, out, stem)]
-    return [f for f in figs if f is not None]
+    return [*roc_figs(sel, group, ok, colours, out, stem), auroc_fig(group, colours, out, stem),
+            gap_fig(group, colours, out, stem), embedding_fig(sel, group, ok, out, stem),
+            extremes_fig(sel, group, ok, out, stem)]
 
 
 def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:

@@ -25,6 +25,7 @@ from harness.errors import BadInput
 # Nominal scale, as the files carry no header: used only for the aperture of measure().
 DEEPLENSE_PIXEL_SCALE = 0.05
 LABELLED_SHARE = 0.2   # the protocol's labelled share of a target domain (DeepLense Test II's 20%)
+TEST_SHARE = 0.2       # held-out test share of a target domain without a test/ folder (as the cards)
 
 
 def _descend_wrappers(path: Path) -> Path:
@@ -87,5 +88,5 @@ def _group_splits(groups: list[str], labels: np.ndarray, opt: Options) -> dict[s
             tv = train_val(labels[splits["train"]], VAL_SHARE, opt.seed)
             splits.update({k: splits["train"][v] for k, v in tv.items()})
     test = np.flatnonzero(g == "test") if (g == "test").any() else None
-    splits.update(target_splits(labels, LABELLED_SHARE, test, LABELLED_SHARE, opt.seed))
+    splits.update(target_splits(labels, LABELLED_SHARE, test, TEST_SHARE, opt.seed))
     return splits
