@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from harness.cli_run import DEFAULT_STORE, cmd_run
-from harness.errors import BadInput
+from harness.errors import BadInput, environment_fault
 
 
 def _jobs(text: str) -> str | int:
@@ -235,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_report(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if (msg := environment_fault(e)) is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

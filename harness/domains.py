@@ -23,6 +23,7 @@ from harness.data import imageset
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import prepare, resample
 from harness.errors import BadInput
+from harness.fs import locked, verified_or_removed
 from harness.tasks import Task, get_task, task_of
 from harness.training import Runtime
 
@@ -106,15 +107,12 @@ def load_domain(spec: str, n: int, seed: int, datasets_dir: Path, rt: Runtime, w
 
     card = load_card(spec)
     path = Path(datasets_dir) / f"{card.name}-{card.fingerprint[:8]}-n{n}-s{seed}"
-    if path.exists():
-        try:
-            s = imageset.load(path)
-        except BadInput as e:
-            raise BadInput(f"corrupt cached data set {path} ({e}); delete it to regenerate") from None
-        rt.log(f"data: reusing {path}")
-        return s
-    rt.log(f"data: generating {card.name} (n={n}, seed={seed}) into {path}")
-    generate(card, n=n, seed=seed, workers=workers, out=path, progress=not rt.quiet)
+    with locked(path):   # two runs on a cold cache generate it once; the second waits and reuses it
+        if verified_or_removed(path, "generated data set", rt.log):
+            rt.log(f"data: reusing {path}")
+            return imageset.load(path)
+        rt.log(f"data: generating {card.name} (n={n}, seed={seed}) into {path}")
+        generate(card, n=n, seed=seed, workers=workers, out=path, progress=not rt.quiet)
     return imageset.load(path)
 
 

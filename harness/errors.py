@@ -3,3 +3,23 @@
 
 class BadInput(Exception):
     """Bad input from the user (file, flag, card, data). The message is shown as one line."""
+
+
+# errno values of faults in the user's environment rather than in the code: a full disk, a read-only
+# or forbidden place. They are reported like bad input (one line, exit 2), not as a failed run.
+_ENVIRONMENT_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota is exceeded",
+                       "EROFS": "read-only file system", "EACCES": "permission denied",
+                       "EPERM": "operation not permitted"}
+
+
+def environment_fault(e: BaseException) -> str | None:
+    """One line for an OSError caused by the environment (full disk, read-only place); None otherwise."""
+    import errno
+
+    if not isinstance(e, OSError) or e.errno is None:
+        return None
+    name = errno.errorcode.get(e.errno, "")
+    if name not in _ENVIRONMENT_ERRNOS:
+        return None
+    where = e.filename or "a file"
+    return f"{where}: cannot write ({_ENVIRONMENT_ERRNOS[name]}); nothing was recorded for this step"

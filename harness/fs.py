@@ -4,10 +4,12 @@ block succeeds, so a crash or bad input never leaves a half-written folder behin
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +24,8 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         raise BadInput(f"{out}: already exists (remove it or choose another --out)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        _remove_orphans(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as e:
         raise BadInput(f"{out}: cannot write there ({e.strerror or e})") from None
     try:
@@ -33,3 +36,89 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_orphans(out: Path) -> None:
+    """Temporary siblings of `out` left by a killed process (SIGKILL runs no cleanup): their pid is gone."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name[len(f".{out.name}.tmp-"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+SUMS = "SHA256SUMS"
+
+
+def _sha256(f: Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """Record the sha256 of every file under `folder` in `folder/SHA256SUMS` (sha256sum's format)."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != SUMS)
+    lines = [f"{_sha256(f)}  {f.relative_to(folder).as_posix()}\n" for f in files]
+    (folder / SUMS).write_text("".join(lines))
+
+
+def checksum_problem(folder: Path) -> str | None:
+    """What is wrong with a cached folder's files against its SHA256SUMS; None when all match."""
+    folder = Path(folder)
+    try:
+        lines = (folder / SUMS).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return f"no readable {SUMS}"
+    for line in lines:
+        digest, _, rel = line.partition("  ")
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if _sha256(f) != digest:
+            return f"{rel} does not match its checksum"
+    return None
+
+
+def verified_or_removed(folder: Path, what: str, log: Callable[[str], None]) -> bool:
+    """True if the cached `folder` exists and matches its checksums; a corrupt one is removed with a
+    warning through `log` (so the caller rebuilds it) and False is returned."""
+    folder = Path(folder)
+    if not folder.exists():
+        return False
+    problem = checksum_problem(folder)
+    if problem is None:
+        return True
+    log(f"warning: corrupt cache {folder} ({what}: {problem}); rebuilding it")
+    shutil.rmtree(folder, ignore_errors=True)
+    return False
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock named after `path` (`<path>.lock`), so two processes that would build the
+    same cache build it once: the second waits, then finds it built."""
+    lock = Path(f"{path}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")  # noqa: SIM115 - held open for the whole block below
+    except OSError as e:
+        raise BadInput(f"{lock}: cannot write there ({e.strerror or e})") from None
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

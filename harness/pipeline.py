@@ -31,7 +31,7 @@ from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
 from harness.domains import Prepared, prepare_data
-from harness.errors import BadInput
+from harness.errors import BadInput, environment_fault
 from harness.evaluate import checkpoint_test_auroc, evaluate, write_run_folder
 from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
 from harness.models import LensFinder
@@ -123,7 +123,7 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
                  + (f" [{a.low:.3f}, {a.high:.3f}]" if a.low is not None else "") + f" ({rec.seconds:.0f}s)")
         return rec.id
     except BaseException as e:
-        if isinstance(e, BadInput):
+        if isinstance(e, BadInput) or environment_fault(e):
             raise
         rec.status, rec.seconds = "failed", time.perf_counter() - t0
         rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

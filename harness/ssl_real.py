@@ -29,7 +29,7 @@ from harness.config import stable_hash
 from harness.data import imageset
 from harness.domains import check_task, declared_task, load_domain, model_input
 from harness.errors import BadInput
-from harness.fs import atomic_dir
+from harness.fs import atomic_dir, locked, verified_or_removed
 from harness.metrics import auroc, auroc_ci
 from harness.models import LensFinder, make_backbone
 from harness.ssl import embed, train_ssl
@@ -62,12 +62,13 @@ def pretrain(images: torch.Tensor, opts, seed: int, key: str) -> dict:
     """SimCLR on the unlabelled images (no label is passed in); cached by what it saw."""
     rt, pr = opts.runtime, opts.preset
     path = cache_dir(opts.store.cache, "ssl", key)
-    if (path / "state.pt").is_file():
-        return load_cached(path, "SSL encoder")
-    g = seed_all(seed, rt.device)
-    enc = train_ssl(images, pr.ssl, pr.source.backbone, rt.device, rt.autocast, g, quiet=rt.quiet)
-    state = {"backbone": {k: v.cpu() for k, v in enc.state_dict().items()}}
-    save_cached(path, state)
+    with locked(path):
+        if verified_or_removed(path, "SSL encoder", rt.log):
+            return load_cached(path, "SSL encoder")
+        g = seed_all(seed, rt.device)
+        enc = train_ssl(images, pr.ssl, pr.source.backbone, rt.device, rt.autocast, g, quiet=rt.quiet)
+        state = {"backbone": {k: v.cpu() for k, v in enc.state_dict().items()}}
+        save_cached(path, state)
     return state
 
 

@@ -23,7 +23,7 @@ import torch
 from harness.config import SourceConfig, SSLConfig, stable_hash
 from harness.domains import Prepared
 from harness.errors import BadInput
-from harness.fs import atomic_dir
+from harness.fs import atomic_dir, locked, verified_or_removed, write_checksums
 from harness.models import LensFinder
 from harness.ssl import linear_probe_auroc, train_ssl
 from harness.training import Augment, Runtime, train_classifier
@@ -46,6 +46,7 @@ def save_cached(path: Path, state: dict) -> None:
     """Replace the cache folder `path` by one holding `state.pt`, atomically."""
     with atomic_dir(path, overwrite=True) as tmp:
         torch.save(state, tmp / "state.pt")
+        write_checksums(tmp)
 
 
 def seed_all(seed: int, device: torch.device) -> torch.Generator:
@@ -64,11 +65,17 @@ def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path
     data = p.fingerprint if with_pool else p.easy_images_fingerprint   # easy-only: shared across targets
     key = stable_hash("ssl", data, cfg, backbone, seed, rt.precision, seen)
     path = cache_dir(cache, "ssl", key)
-    if (path / "state.pt").is_file():
+    with locked(path):   # a second process building the same encoder waits, then reuses it
+        return key, _ssl_state(p, seed, cfg, backbone, path, rt, with_pool)
+
+
+def _ssl_state(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, path: Path, rt: Runtime,
+               with_pool: bool) -> dict:
+    if verified_or_removed(path, "SSL encoder", rt.log):
         rt.log(f"ssl: reusing cached encoder {path.name}")
-        return key, load_cached(path, "SSL encoder")
+        return load_cached(path, "SSL encoder")
     if not cfg.enabled:
-        return key, {"backbone": None, "probe_auroc": float("nan")}
+        return {"backbone": None, "probe_auroc": float("nan")}
     g = seed_all(seed, rt.device)
     # never the hard test split; the hard pool only for the self-supervised adaptation method
     unlabelled = torch.cat([p.source.images, p.pool.images]) if with_pool else p.source.images
@@ -81,7 +88,7 @@ def stage_ssl(p: Prepared, seed: int, cfg: SSLConfig, backbone: str, cache: Path
     save_cached(path, state)
     rt.log(f"ssl: trained encoder {path.name} in {state['seconds']:.0f}s; "
            f"linear probe AUROC (easy val) {probe:.3f}")
-    return key, state
+    return state
 
 
 def new_finder(p: Prepared, cfg: SourceConfig, num_classes: int, device: torch.device) -> LensFinder:
@@ -108,8 +115,14 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, cfg: Sou
     # the source sees easy data only (a joint SSL key already names the pool it saw)
     key = stable_hash("source", p.source_fingerprint, init_key, cfg, seed, rt.precision)
     path = cache_dir(cache, "source", key)
+    with locked(path):   # a second process training the same source model waits, then reuses it
+        return key, _source_model(p, seed, ssl_state, cfg, path, rt)
+
+
+def _source_model(p: Prepared, seed: int, ssl_state: dict, cfg: SourceConfig, path: Path, rt: Runtime
+                  ) -> LensFinder:
     num_classes = p.num_classes
-    if (path / "state.pt").is_file():
+    if verified_or_removed(path, "source model", rt.log):
         rt.log(f"source: reusing cached lens finder {path.name}")
         m = new_finder(p, cfg, num_classes, rt.device)
         try:
@@ -117,7 +130,7 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, cfg: Sou
         except RuntimeError:
             raise BadInput(f"corrupt cache {path} (source model does not match the config); "
                            "delete it") from None
-        return key, m.eval()
+        return m.eval()
     g = seed_all(seed, rt.device)
     if cfg.init == "ssl":
         m = ssl_finder(p, ssl_state, cfg, num_classes, rt.device)
@@ -128,4 +141,4 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, cfg: Sou
                      rt.autocast, Augment(generator=g), g, desc="source", quiet=rt.quiet)
     save_cached(path, {"model": {k: v.cpu() for k, v in m.state_dict().items()}})
     rt.log(f"source: trained lens finder {path.name} in {time.perf_counter() - t0:.0f}s")
-    return key, m
+    return m

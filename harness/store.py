@@ -9,6 +9,7 @@ reads; keep the two in step.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS runs_key ON runs(run_key, status);
 """
 
+# PRAGMA user_version of the schema above; a store of a newer version is refused, not guessed at
+SCHEMA_VERSION = 1
+
 RUN_COLUMNS = ("id", "time", "task", "method", "seed", "preset", "fingerprint", "config", "code_version",
                "device", "status", "seconds", "run_key", "start", "uses_target_labels", "oracle", "error",
                "role")
@@ -93,19 +97,37 @@ class Store:
     """The SQLite results store (WAL mode)."""
 
     def __init__(self, path: Path | str, create: bool = True) -> None:
+        """Open (or, with `create`, make) the store; `create=False` also means read-only use."""
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise BadInput(f"--store {self.path}: folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise BadInput(f"--store {self.path}: is a folder, not a results store file")
         if not create and not self.path.is_file():
             raise BadInput(f"--store {self.path}: no such results store")
+        if create and not (os.access(self.path.parent, os.W_OK)
+                           and (not self.path.exists() or os.access(self.path, os.W_OK))):
+            raise BadInput(f"--store {self.path}: read-only (runs cannot be recorded there)")
         try:
             with closing(self._connect()) as con, con:
-                con.executescript(SCHEMA)
-                have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-                if "role" not in have:  # a store written before roles existed
-                    con.execute("ALTER TABLE runs ADD COLUMN role TEXT NOT NULL DEFAULT 'method'")
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise BadInput(f"--store {self.path}: written by a newer harness (schema version "
+                                   f"{version}; this one reads up to {SCHEMA_VERSION}); upgrade the harness")
+                if version < SCHEMA_VERSION:
+                    self._migrate(con)
+        except sqlite3.OperationalError as e:
+            raise BadInput(f"--store {self.path}: {_sqlite_problem(e)}") from None
         except sqlite3.DatabaseError as e:
             raise BadInput(f"--store {self.path}: not a readable results store ({e})") from None
+
+    @staticmethod
+    def _migrate(con: sqlite3.Connection) -> None:
+        con.executescript(SCHEMA)
+        have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        if "role" not in have:  # a store written before roles existed
+            con.execute("ALTER TABLE runs ADD COLUMN role TEXT NOT NULL DEFAULT 'method'")
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30)
@@ -132,13 +154,17 @@ class Store:
         row["config"] = json.dumps(run.config, sort_keys=True, default=str)
         row["uses_target_labels"] = int(run.uses_target_labels)
         row["oracle"] = int(run.oracle)
-        with closing(self._connect()) as con, con:
-            marks = ", ".join("?" * len(RUN_COLUMNS))
-            con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks})",
-                        [row[k] for k in RUN_COLUMNS])
-            con.executemany("INSERT INTO metrics (run, split, name, value, low, high) "
-                            "VALUES (?, ?, ?, ?, ?, ?)",
-                            [(run.id, m.split, m.name, _f(m.value), _f(m.low), _f(m.high)) for m in metrics])
+        try:
+            with closing(self._connect()) as con, con:
+                marks = ", ".join("?" * len(RUN_COLUMNS))
+                con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({marks})",
+                            [row[k] for k in RUN_COLUMNS])
+                con.executemany("INSERT INTO metrics (run, split, name, value, low, high) "
+                                "VALUES (?, ?, ?, ?, ?, ?)",
+                                [(run.id, m.split, m.name, _f(m.value), _f(m.low), _f(m.high))
+                                 for m in metrics])
+        except sqlite3.OperationalError as e:
+            raise BadInput(f"--store {self.path}: run {run.id} not recorded: {_sqlite_problem(e)}") from None
         return run.id
 
     def done(self, run_key: str) -> str | None:
@@ -155,6 +181,16 @@ class Store:
     def metrics(self) -> pd.DataFrame:
         with closing(self._connect()) as con:
             return pd.read_sql_query("SELECT * FROM metrics", con)
+
+
+def _sqlite_problem(e: sqlite3.OperationalError) -> str:
+    """SQLite's own words for the environment faults a user can fix (read-only, full disk, locked)."""
+    text = str(e)
+    if "readonly" in text:
+        return "read-only (runs cannot be recorded there)"
+    if "full" in text:
+        return "the disk is full"
+    return text
 
 
 def _f(x: float | None) -> float | None:

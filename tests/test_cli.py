@@ -56,23 +56,6 @@ def test_malformed_card_and_unwritable_out(tmp_path: Path, capsys: pytest.Captur
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file"]
 
 
-def test_corrupt_cache_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    ds = tmp_path / "ds"
-    ds.mkdir()
-    (tmp_path / "cache").mkdir()
-    # a cached data set folder that is not a complete image set
-    from harness.data.cards import load_card
-
-    card = load_card("easy")
-    bad = ds / f"easy-{card.fingerprint[:8]}-n240-s0"
-    bad.mkdir()
-    (bad / "images.npy").write_bytes(b"garbage")
-    rc = main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(tmp_path / "s.db"),
-               "--datasets-dir", str(ds), "--quiet"])
-    assert rc == 2
-    assert "corrupt cached data set" in capsys.readouterr().err
-
-
 def test_methods_lists_every_method_with_label_use(capsys: pytest.CaptureFixture) -> None:
     assert main(["methods"]) == 0
     out = capsys.readouterr().out

@@ -6,6 +6,7 @@ place to read what a card may say is this table; an error names the file and the
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ NOISE_SCHEMA: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
                    "population.source.magnitude": ("range", 10.0, 35.0)},
 }
 TASKS = ("lens-finding", "substructure", "ssl-real")
+# keys every card may hold besides its task's schema
+COMMON_KEYS = {"name", "task", "splits.labelled_frac", "splits.test_frac", "splits.val_frac"}
 
 
 def validate(data: dict, path: Path) -> None:
@@ -189,6 +192,29 @@ def validate(data: dict, path: Path) -> None:
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")
     _check_splits(sp, data, path)
+    known = set(SCHEMA) | {"instrument.detector"} | {f"instrument.detector.{k}" for k in DETECTOR_SCHEMA}
+    known |= {f"instrument.band.{b}.{k}" for b in bands for k in (*BAND_SCHEMA, *OPTIONAL_BAND_SCHEMA)}
+    _refuse_unknown_keys(data, known, path)
+
+
+def _leaves(d: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of every non-mapping value (a [low, high] list is one leaf)."""
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += _leaves(v, f"{key}.") if isinstance(v, dict) and v else [key]
+    return out
+
+
+def _refuse_unknown_keys(data: dict, known: set[str], path: Path) -> None:
+    """A key the schema does not know is a typo until proven otherwise: name it and the nearest known."""
+    known = known | COMMON_KEYS
+    for key in _leaves(data):
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise BadInput(f"{path}: unknown key '{key}'{hint}")
 
 
 def _check_splits(sp: dict, data: dict, path: Path) -> None:
@@ -228,3 +254,4 @@ def _validate_substructure(data: dict, path: Path) -> None:
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")
     _check_splits(sp, data, path)
+    _refuse_unknown_keys(data, set(SUBSTRUCTURE_SCHEMA) | set(NOISE_SCHEMA[noise]), path)

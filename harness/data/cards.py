@@ -81,9 +81,11 @@ def _resolve_path(spec: str | Path, cards_dir: Path) -> Path:
 
 def _read_yaml(path: Path) -> tuple[dict, str]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BadInput(f"{path}: unreadable ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a text file (a card is UTF-8 YAML)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import BadInput
-from harness.fs import atomic_dir
+from harness.fs import atomic_dir, write_checksums
 
 REQUIRED_FILES = ("images.npy", "labels.npy", "catalog.csv", "meta.json")
 
@@ -101,6 +101,7 @@ def save(s: ImageSet, out: Path, card_text: str | None = None, overwrite: bool =
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if card_text is not None:
             (tmp / "card.yaml").write_text(card_text)
+        write_checksums(tmp)
     return out
 
 

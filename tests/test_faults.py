@@ -1,0 +1,124 @@
+"""Faults: SIGKILL at any stage leaves the store consistent, caches are checksummed and rebuilt when
+corrupt, concurrent writers and concurrent cold runs neither lose nor duplicate work."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.cli import main
+from harness.fs import SUMS, checksum_problem
+from harness.store import Metric, RunRecord, Store
+from tests.conftest import smoke_args
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def assert_consistent(db: Path, resumed: bool = True) -> None:
+    """The store's invariants: integrity ok, every ok row has metrics and its folder, no orphans; and
+    for a resumed sweep, no run twice (a plain `run` repeated records a second measurement)."""
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        ok = [r[0] for r in con.execute("SELECT id FROM runs WHERE status = 'ok'")]
+        for run in ok:
+            assert con.execute("SELECT COUNT(*) FROM metrics WHERE run = ?", (run,)).fetchone()[0] > 0
+            assert (db.parent / run).is_dir(), f"run {run} has a row but no folder"
+        dup = con.execute("SELECT run_key FROM runs WHERE status = 'ok' GROUP BY run_key HAVING COUNT(*) > 1")
+        assert not resumed or dup.fetchall() == []
+
+
+def test_sigkill_at_random_points_then_resume_gives_exactly_the_planned_runs(tmp_path: Path) -> None:
+    args = ["sweep", "--resume", "--method", "source_only,target_labelled", "--seeds", "0",
+            "--store", "s.db", "--datasets-dir", "ds", "--preset", "smoke", "--device", "cpu"]
+    logs = []
+    for delay in (3.0, 7.0, 12.0):   # through data generation, SSL, source training and the runs
+        p = _cli(args, tmp_path)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)
+        logs.append(p.communicate()[0])
+        if (tmp_path / "s.db").exists():
+            assert_consistent(tmp_path / "s.db")
+    p = _cli(args, tmp_path)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out
+    logs.append(out)
+    assert_consistent(tmp_path / "s.db")
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        rows = con.execute("SELECT method, seed FROM runs WHERE status = 'ok' ORDER BY method, seed").fetchall()
+    assert rows == [("source_only", 0), ("target_labelled", 0)]
+    text = "\n".join(logs)
+    # a finished stage is never computed again: the encoder and the source model once at most
+    assert text.count("ssl: trained encoder") <= 1 and text.count("source: trained lens finder") <= 1
+    leftovers = [p.name for d in (tmp_path, tmp_path / "ds", tmp_path / "cache") if d.is_dir()
+                 for p in d.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_corrupt_caches_are_rebuilt_with_a_warning(smoke_root: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    shutil.copytree(smoke_root / "ds", tmp_path / "ds")
+    shutil.copytree(smoke_root / "cache", tmp_path / "cache")
+    data = next((tmp_path / "ds").glob("easy-*"))
+    source = next((tmp_path / "cache").glob("source-*"))
+    with open(data / "images.npy", "r+b") as f:   # one flipped byte deep in the pixels
+        f.seek(4000)
+        b = f.read(1)
+        f.seek(4000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    (source / "state.pt").write_bytes(b"truncated")
+    assert main(["run", "--method", "source_only", *smoke_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"corrupt cache {data}" in out and f"corrupt cache {source}" in out
+    assert checksum_problem(data) is None and checksum_problem(source) is None
+    assert (data / SUMS).is_file()
+
+
+def _writer(db: str, worker: int, n: int) -> None:
+    store = Store(db)
+    for i in range(n):
+        rec = RunRecord("lens-finding", "m", i, "smoke", "f", {"w": worker}, "v", "cpu", f"k{worker}-{i}",
+                        id=f"w{worker}-{i}")
+        store.record(rec, [Metric("hard_test", "auroc", 0.5 + i / 1000)])
+
+
+def test_eight_writers_two_hundred_runs_each(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    Store(db)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db, w, 200)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+        assert p.exitcode == 0
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1600
+        assert con.execute("SELECT COUNT(DISTINCT id) FROM runs").fetchone()[0] == 1600
+        assert con.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 1600
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_cold_runs_compute_each_stage_once(tmp_path: Path) -> None:
+    args = ["run", "--method", "source_only", "--store", "s.db", "--datasets-dir", "ds", "--preset", "smoke",
+            "--device", "cpu"]
+    procs = [_cli(args, tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    text = "\n".join(outs)
+    for stage in ("data: generating easy", "data: generating hard", "ssl: trained encoder",
+                  "source: trained lens finder"):
+        assert text.count(stage) == 1, stage
+    assert text.count("ssl: reusing cached encoder") == 1
+    assert_consistent(tmp_path / "s.db", resumed=False)
