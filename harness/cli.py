@@ -48,6 +48,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _names(s: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in s.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give comma-separated column names")
+    return names
+
+
 def _seeds(s: str) -> list[int]:
     try:
         seeds = [int(x) for x in s.split(",") if x.strip()]
@@ -92,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0, help="seed of the labelled/test division")
     i.add_argument("--pixel-scale", type=_positive_float, help="arcsec/pixel, for files without a header "
                    "(default: the format's nominal scale); tasks that resample need it right")
+    i.add_argument("--catalog-columns", type=_names, default=(), metavar="A,B",
+                   help="catalog columns that are observables (model inputs); every other catalog column "
+                        "is kept as truth_<name>, never a model input (default: none)")
+    i.add_argument("--allow-column", action="append", default=[], metavar="COLUMN",
+                   help="let a --catalog-columns column through the leak guard (AUROC > 0.99)")
     i.add_argument("--quiet", action="store_true")
 
     s = data.add_parser("show", help="draw a contact sheet of a set")
@@ -118,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--backbone",
                        help="small | tiny | resnet18 | resnet50 | equivariant (default: preset's)")
         r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
+        r.add_argument("--allow-column", action="append", default=[], metavar="COLUMN",
+                       help="let a catalog column through the leak guard (single-feature AUROC > 0.99); "
+                            "only for a genuine observable")
         r.add_argument("--suite", help="run every target card of a suite: a name in datasets/suites.yaml "
                                        "(e.g. shifts) or a comma list of cards and paths")
         r.add_argument("--hp", action="append", metavar="METHOD.KEY=VALUE",
@@ -177,7 +192,8 @@ def _cmd_data(a: argparse.Namespace) -> int:
         from harness.data.importers import import_dataset
 
         out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed,
-                             progress=not a.quiet, pixel_scale=a.pixel_scale)
+                             progress=not a.quiet, pixel_scale=a.pixel_scale,
+                             catalog_columns=a.catalog_columns, allow_columns=tuple(a.allow_column))
         print(f"imported {a.path} as {out}")
         return 0
     from harness.data.show import contact_sheet

@@ -55,6 +55,8 @@ def _options(a: argparse.Namespace):
         preset = preset.replace("source", backbone=a.backbone)
     if a.no_catalog:
         preset = preset.replace("source", use_catalog=False)
+    if a.allow_column:
+        preset = preset.replace("data", allow_columns=tuple(a.allow_column))
     device = resolve_device(a.device)
     if a.store == DEFAULT_STORE:
         a.store.parent.mkdir(parents=True, exist_ok=True)

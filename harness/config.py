@@ -23,6 +23,12 @@ class DataConfig:
     seed: int = 0                      # data seed: the data stay fixed across training seeds
     image_size: int = 64               # model input; larger stamps are centre-cropped
     workers: int = 2
+    allow_columns: tuple = ()          # --allow-column: catalog columns the leak guard lets through
+
+    def __str__(self) -> str:
+        """The cache-key text; `allow_columns` appears only when set (keys made before it stay valid)."""
+        text = repr(self)
+        return text.replace(", allow_columns=()", "") if not self.allow_columns else text
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,10 @@ class Preset:
         d = dataclasses.asdict(self)
         if d["source"]["head"] == "linear":   # as SourceConfig.__str__: keys made before `head` stay valid
             del d["source"]["head"]
+        if not d["data"]["allow_columns"]:
+            del d["data"]["allow_columns"]
+        else:
+            d["data"]["allow_columns"] = list(d["data"]["allow_columns"])
         return d
 
     def replace(self, section: str, **changes) -> Preset:

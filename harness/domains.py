@@ -192,8 +192,12 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     cols = [c for c in observable_columns(easy.catalog) if c in set(observable_columns(hard.catalog))]
     if not preset.source.use_catalog:
         cols = []
-    _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols)
-    feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols)
+    unknown = [c for c in d.allow_columns if c not in cols]
+    if unknown and preset.source.use_catalog:
+        raise BadInput(f"--allow-column {unknown[0]}: not an observable catalog column of both domains "
+                       f"(they share: {', '.join(cols) or 'none'})")
+    _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols, allow=d.allow_columns, log=rt.log)
+    feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols, allow=d.allow_columns, log=rt.log)
     fe_all, _ = feature_matrix(easy.catalog, easy.labels, cols, check=False)
     fh_all, _ = feature_matrix(hard.catalog, hard.labels, cols, check=False)
     size = d.image_size

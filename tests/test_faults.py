@@ -56,7 +56,8 @@ def test_sigkill_at_random_points_then_resume_gives_exactly_the_planned_runs(tmp
     logs.append(out)
     assert_consistent(tmp_path / "s.db")
     with sqlite3.connect(tmp_path / "s.db") as con:
-        rows = con.execute("SELECT method, seed FROM runs WHERE status = 'ok' ORDER BY method, seed").fetchall()
+        rows = con.execute("SELECT method, seed FROM runs WHERE status = 'ok' "
+                           "ORDER BY method, seed").fetchall()
     assert rows == [("source_only", 0), ("target_labelled", 0)]
     text = "\n".join(logs)
     # a finished stage is never computed again: the encoder and the source model once at most

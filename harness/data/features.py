@@ -2,11 +2,15 @@
 
 The seed DeepLense solution reached AUC 1.0 by feeding `numb_pix_lensed_image` (a simulation
 truth) to the model. This module is the single door through which catalog columns become model
-inputs: it never offers `truth_*` columns and refuses any column that alone separates the
-classes (single-feature AUROC > 0.99, either direction).
+inputs: it never offers `truth_*` columns, warns about a column whose single-feature AUROC exceeds
+0.95 and refuses one above 0.99 (either direction) unless the user names it in `--allow-column`.
+Importers of real catalogs decide which columns are observables at all (an allow-list); every
+other column arrives here already as `truth_*`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -14,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from harness.errors import BadInput
 
-LEAK_AUROC = 0.99
+LEAK_AUROC = 0.99   # refuse above this single-feature AUROC
+LEAK_WARN = 0.95    # warn above this one
 NON_FEATURES = {"id", "label", "is_lens", "class"}
 
 
@@ -42,19 +47,26 @@ def single_feature_auroc(values: np.ndarray, labels: np.ndarray) -> float:
 
 
 def check_leaks(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str],
-                threshold: float = LEAK_AUROC) -> None:
-    """Raise BadInput naming the first column whose single-feature AUROC exceeds `threshold`."""
+                threshold: float = LEAK_AUROC, allow: tuple[str, ...] = (),
+                log: Callable[[str], None] | None = None) -> None:
+    """Raise BadInput naming the first column whose single-feature AUROC exceeds `threshold` (unless
+    it is in `allow`); send a warning to `log` for every column above LEAK_WARN."""
     for c in columns:
         a = single_feature_auroc(catalog[c].to_numpy(), np.asarray(labels))
-        if a > threshold:
+        if a > threshold and c not in allow:
             raise BadInput(
                 f"leak guard: catalog column '{c}' alone separates the labels (AUROC {a:.3f} > {threshold}); "
-                "it cannot be a model input"
+                "it cannot be a model input (name it in --allow-column if it is a genuine observable)"
             )
+        if a > LEAK_WARN and log is not None:
+            why = ("allowed by --allow-column" if a > threshold
+                   else f"above {LEAK_WARN}; check it is observable")
+            log(f"warning: leak guard: catalog column '{c}' alone reaches AUROC {a:.3f} ({why})")
 
 
 def feature_matrix(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str] | None = None,
-                   check: bool = True) -> tuple[np.ndarray, list[str]]:
+                   check: bool = True, allow: tuple[str, ...] = (),
+                   log: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """The observable feature matrix (N, F) float32 and its column names, leak-checked.
 
     `columns=None` takes every observable column. Asking for a `truth_*` or missing column is
@@ -70,6 +82,6 @@ def feature_matrix(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str]
         if not pd.api.types.is_numeric_dtype(catalog[c]):
             raise BadInput(f"catalog column '{c}' is not numeric")
     if check:
-        check_leaks(catalog, labels, columns)
+        check_leaks(catalog, labels, columns, allow=allow, log=log)
     x = catalog[columns].to_numpy(dtype=np.float32) if columns else np.zeros((len(catalog), 0), np.float32)
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), list(columns)

@@ -21,6 +21,7 @@ from fixtures_real import (
     make_deeplense,
     make_hst,
 )
+from sklearn.metrics import roc_auc_score
 
 from harness.data.features import feature_matrix
 from harness.data.imageset import load
@@ -86,10 +87,12 @@ def test_bologna_catalog_columns(bologna):
     _, out, _ = bologna
     cat = load(out / "hard").catalog
     for c in ("truth_is_lens", "truth_einstein_area", "truth_numb_pix_lensed_image",
-              "truth_flux_lensed_image_in_sigma", "leaky_col", "mag_g", "mag_r", "mag_i", "colour_gr",
+              "truth_flux_lensed_image_in_sigma", "truth_leaky_col", "mag_g", "mag_r", "mag_i", "colour_gr",
               "r_half_arcsec", "ellipticity"):
         assert c in cat.columns, c
-    for raw in ("ID", "is_lens", "Einstein_area", "numb_pix_lensed_image", "flux_lensed_image_in_sigma"):
+    # a column the format does not know as an observable is kept for analysis only, never a model input
+    for raw in ("ID", "is_lens", "Einstein_area", "numb_pix_lensed_image", "flux_lensed_image_in_sigma",
+                "leaky_col"):
         assert raw not in cat.columns
     # measured from pixels: the g aperture magnitude follows the g offset, not the catalog
     assert (cat["mag_g"] > cat["mag_r"]).all()
@@ -146,13 +149,35 @@ def test_bologna_easy_splits(bologna):
     assert sorted(s.labels[val].tolist()) == [0, 1]
 
 
-def test_leak_guard_refuses_leaky_column(bologna):
+def test_leak_guard_refuses_leaky_column(bologna, tmp_path):
     _, out, _ = bologna
     s = load(out / "hard")
-    with pytest.raises(BadInput, match="leaky_col"):
-        feature_matrix(s.catalog, s.labels)
-    x, cols = feature_matrix(s.catalog.drop(columns=["leaky_col"]), s.labels, check=False)
-    assert not [c for c in cols if c.startswith("truth_")] and x.shape[0] == len(s)
+    x, cols = feature_matrix(s.catalog, s.labels, check=False)   # the tiny fixture's mag_g separates too
+    assert "leaky_col" not in cols and not [c for c in cols if c.startswith("truth_")]
+    assert x.shape[0] == len(s)
+    src = make_bologna(tmp_path / "src")
+    with pytest.raises(BadInput, match="leaky_col.*alone separates"):
+        import_dataset("bologna", src, "b", datasets_dir=tmp_path / "ds", progress=False, log=lambda m: None,
+                       catalog_columns=("leaky_col",))
+    assert not (tmp_path / "ds").exists()
+    lines = []
+    import_dataset("bologna", src, "b", datasets_dir=tmp_path / "ds", progress=False, log=lines.append,
+                   catalog_columns=("leaky_col",), allow_columns=("leaky_col",))
+    assert any("leaky_col' alone reaches AUROC" in ln and "allowed by --allow-column" in ln for ln in lines)
+    assert "leaky_col" in load(tmp_path / "ds" / "b" / "hard").catalog.columns
+
+
+def test_leak_guard_warns_above_0_95_and_refuses_a_copy_of_the_label():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    cat = pd.DataFrame({"copy": y.astype(float), "strong": y + rng.normal(0, 0.38, 400),
+                        "weak": y + rng.normal(0, 3, 400)})
+    with pytest.raises(BadInput, match="'copy' alone separates"):
+        feature_matrix(cat, y)
+    lines = []
+    feature_matrix(cat[["strong", "weak"]], y, log=lines.append)
+    a = roc_auc_score(y, cat["strong"])
+    assert 0.95 < a < 0.99 and len(lines) == 1 and "'strong' alone reaches AUROC" in lines[0]
 
 
 def test_bologna_catalog_in_domain_folders_and_test_share(tmp_path):
@@ -172,7 +197,20 @@ def test_bologna_duplicate_ids_and_unlabelled_easy_rows(tmp_path):
     s = load(out / "easy")
     assert len(s) == 12 and s.labels[ids(s).index(12)] == -1
     assert s.split("pool").tolist() == [ids(s).index(12)]
-    assert "1 of them labelled" in log.one("bologna/easy", "duplicate catalog row")
+    assert "dropped 1 duplicate catalog row(s) that repeat an ID with the same label" in log.one(
+        "bologna/easy", "duplicate catalog row")
+    assert not [ln for ln in log if "bologna/easy" in ln and "lost in total" in ln]   # no image was lost
+
+
+def test_bologna_duplicate_ids_with_conflicting_labels_are_refused(tmp_path):
+    src = make_bologna(tmp_path / "src")
+    csv = src / "easy_test.csv"
+    cat = pd.read_csv(csv)
+    flipped = cat.iloc[:5].assign(is_lens=1 - cat["is_lens"].iloc[:5])
+    pd.concat([cat, flipped]).to_csv(csv, index=False)
+    with pytest.raises(BadInput, match="5 ID.s. appear more than once with different is_lens"):
+        run("bologna", src, tmp_path)
+    assert nothing_written(tmp_path)
 
 
 def test_bologna_bad_label_value(tmp_path):
@@ -324,7 +362,8 @@ def test_imported_leaky_column_blocks_catalog_runs_but_not_image_only(tmp_path: 
 
     raw = make_bologna(tmp_path / "raw")
     ds = tmp_path / "ds"
-    import_dataset("bologna", raw, "bolo", datasets_dir=ds, progress=False, log=lambda m: None)
+    import_dataset("bologna", raw, "bolo", datasets_dir=ds, progress=False, log=lambda m: None,
+                   catalog_columns=("leaky_col",), allow_columns=("leaky_col",))
     args = ["run", "--method", "source_only", "--preset", "smoke", "--easy", str(ds / "bolo" / "easy"),
             "--hard", str(ds / "bolo" / "hard"), "--quiet", "--device", "cpu"]
     assert main([*args, "--store", str(tmp_path / "a.db")]) == 2

@@ -31,16 +31,19 @@ Reader = Callable[[Path, str, Path, Options], dict[str, ImageSet]]
 
 # format name -> reader; filled by @register_format when the modules of this package are imported
 FORMATS: dict[str, Reader] = {}
+WITH_CATALOG: set[str] = set()   # formats whose layout carries a catalog (so --catalog-columns applies)
 _discovered = False
 
 
-def register_format(name: str) -> Callable[[Reader], Reader]:
-    """Decorator: make `reader` the importer of `--format name`."""
+def register_format(name: str, catalog: bool = False) -> Callable[[Reader], Reader]:
+    """Decorator: make `reader` the importer of `--format name` (`catalog`: its layout has a catalog)."""
 
     def deco(reader: Reader) -> Reader:
         if name in FORMATS and FORMATS[name] is not reader:
             raise ValueError(f"import format '{name}' registered twice")
         FORMATS[name] = reader
+        if catalog:
+            WITH_CATALOG.add(name)
         return reader
 
     return deco
@@ -65,11 +68,14 @@ def format_names() -> list[str]:
 
 def import_dataset(fmt: str, path: Path, name: str, datasets_dir: Path = Path("datasets"), seed: int = 0,
                    test_share: float = 0.5, progress: bool = True, log: Log = print,
-                   pixel_scale: float | None = None) -> Path:
+                   pixel_scale: float | None = None, catalog_columns: tuple[str, ...] = (),
+                   allow_columns: tuple[str, ...] = ()) -> Path:
     """Import a real data layout into `datasets_dir/name`, atomically; return that folder.
 
     `fmt` is one of `format_names()`. `test_share` is the share of the labelled hard rows held out
     as `test` (the rest are `labelled`). `pixel_scale` overrides the format's nominal arcsec/pixel.
+    `catalog_columns` are the catalog's observables (the allow-list of model inputs; any other catalog
+    column is kept as `truth_<name>`); `allow_columns` of them pass the leak guard regardless.
     Quirks are reported through `log`, one line per kind; on any BadInput nothing is written.
     """
     known = format_names()
@@ -85,7 +91,13 @@ def import_dataset(fmt: str, path: Path, name: str, datasets_dir: Path = Path("d
     out = Path(datasets_dir) / name
     if out.exists():
         raise BadInput(f"{out}: already exists (remove it or choose another --name)")
-    opt = Options(seed, test_share, progress, log, pixel_scale)
+    if catalog_columns and fmt not in WITH_CATALOG:
+        raise BadInput(f"--catalog-columns: the {fmt} layout has no catalog")
+    stray = sorted(set(allow_columns) - set(catalog_columns))
+    if stray:
+        raise BadInput(f"--allow-column {stray[0]}: not among --catalog-columns "
+                       f"({', '.join(catalog_columns) or 'none given'})")
+    opt = Options(seed, test_share, progress, log, pixel_scale, tuple(catalog_columns), tuple(allow_columns))
     reader = FORMATS[fmt]
     made_parent = not out.parent.exists()
     try:

@@ -4,7 +4,10 @@ A copy holds `easy/` and `hard/`, each with folders Band1, Band2, Band3 of singl
 named `imageSDSS_<band letter>-<ID>.fits[.gz]` (matched by letter, not by folder, and stacked as
 g, r, i), and a catalog CSV per domain (`easy_test.csv`; `hard_test_cut.csv` or `hard_test.csv`),
 beside the domain folders or inside them, with at least `ID` and `is_lens` columns; hard is ~80%
-unlabelled (empty `is_lens`). Truth columns are kept as `truth_*`, never as model inputs. It
+unlabelled (empty `is_lens`). The challenge's catalog columns are simulation truths, so every
+catalog column is kept as `truth_<name>` (for analysis, never a model input) unless it is named in
+`--catalog-columns`; the model's catalog inputs are the observables measured from the pixels. An ID
+repeated with the same label is dropped (counted); with conflicting labels the import is refused. It
 writes one set per domain: easy as a stratified train/val (+ pool), hard as pool/labelled/test.
 """
 
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from harness.data.features import feature_matrix
 from harness.data.imageset import ImageSet
 from harness.data.importers import register_format
 from harness.data.importers.quirks import (
@@ -76,8 +80,8 @@ def _find_catalog(path: Path, domain: str) -> Path:
     raise BadInput(f"{path}: no {domain} catalog {' or '.join(names)} (looked in {path} and {path / domain})")
 
 
-def _read_bologna_catalog(csv: Path, quirks: Quirks) -> pd.DataFrame:
-    """Read a challenge CSV: `id`, truth columns renamed `truth_*`, other columns kept as they are."""
+def _read_bologna_catalog(csv: Path, quirks: Quirks, opt: Options) -> pd.DataFrame:
+    """Read a challenge CSV: `id`, the `--catalog-columns` observables as they are, all else `truth_*`."""
     try:
         cat = pd.read_csv(csv, dtype={"ID": str})
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
@@ -87,8 +91,14 @@ def _read_bologna_catalog(csv: Path, quirks: Quirks) -> pd.DataFrame:
     missing = [c for c in ("id", "is_lens") if c not in lower]
     if missing:
         raise BadInput(f"{csv}: catalog lacks column(s) {', '.join(missing)} (has: {', '.join(cat.columns)})")
+    absent = [c for c in opt.catalog_columns if c not in cat.columns]
+    if absent:
+        raise BadInput(f"--catalog-columns {absent[0]}: {csv} has no such column "
+                       f"(has: {', '.join(cat.columns)})")
     rename = {lower["id"]: "id"}
     rename.update({lower[t]: f"truth_{t}" for t in BOLOGNA_TRUTH if t in lower})
+    rename.update({c: f"truth_{c}" for c in cat.columns
+                   if c not in rename and c not in opt.catalog_columns and not c.startswith("truth_")})
     cat = cat.rename(columns=rename)
     cat["truth_is_lens"] = _labels_column(cat["truth_is_lens"], csv)
     ids = cat["id"].map(lambda v: "" if pd.isna(v) else _norm_id(v))
@@ -96,10 +106,30 @@ def _read_bologna_catalog(csv: Path, quirks: Quirks) -> pd.DataFrame:
         quirks.add("no_id", labelled=bool(cat["truth_is_lens"].iloc[i] >= 0))
     cat["id"] = ids
     cat = cat[ids != ""]
+    labels = cat["truth_is_lens"].fillna(-1)
+    conflict = labels.groupby(cat["id"]).nunique() > 1
+    if conflict.any():
+        bad = sorted(conflict[conflict].index)
+        raise BadInput(f"{csv}: {len(bad)} ID(s) appear more than once with different is_lens "
+                       f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); fix the catalog")
     dup = cat["id"].duplicated()
-    for lab in cat.loc[dup, "truth_is_lens"]:
-        quirks.add("duplicate_id", labelled=bool(lab >= 0))
-    return cat[~dup].reset_index(drop=True)
+    for ident in cat.loc[dup, "id"]:
+        quirks.add("duplicate_id", ident)
+    cat = cat[~dup].reset_index(drop=True)
+    _check_catalog_columns(cat, csv, opt)
+    return cat
+
+
+def _check_catalog_columns(cat: pd.DataFrame, csv: Path, opt: Options) -> None:
+    """The named observables must be numeric and pass the leak guard on the labelled rows."""
+    if not opt.catalog_columns:
+        return
+    known = (cat["truth_is_lens"] >= 0).to_numpy()
+    labels = cat["truth_is_lens"].to_numpy()[known].astype(int)
+    try:
+        feature_matrix(cat[known], labels, list(opt.catalog_columns), allow=opt.allow_columns, log=opt.log)
+    except BadInput as e:
+        raise BadInput(f"{csv}: {e}") from None
 
 
 def _labels_column(col: pd.Series, csv: Path) -> pd.Series:
@@ -140,7 +170,7 @@ def _scan_bologna_files(root: Path, quirks: Quirks) -> tuple[dict[str, dict[str,
     return files, scanned
 
 
-def _plan_bologna(path: Path, domain: str, where: str) -> _BolognaPlan:
+def _plan_bologna(path: Path, domain: str, where: str, opt: Options) -> _BolognaPlan:
     """Check folders and catalog of one domain and index its files; BadInput on structural faults."""
     root = path / domain
     if not root.is_dir():
@@ -150,7 +180,7 @@ def _plan_bologna(path: Path, domain: str, where: str) -> _BolognaPlan:
             raise BadInput(f"{root / d}: missing band folder (expected {', '.join(BOLOGNA_BAND_DIRS)})")
     quirks = Quirks(where)
     csv = _find_catalog(path, domain)
-    catalog = _read_bologna_catalog(csv, quirks)
+    catalog = _read_bologna_catalog(csv, quirks, opt)
     files, scanned = _scan_bologna_files(root, quirks)
     for b in BOLOGNA_BANDS:
         if not any(b in v for v in files.values()):
@@ -259,10 +289,10 @@ def _bologna_splits(labels: np.ndarray, domain: str, opt: Options, where: Path) 
     return splits
 
 
-@register_format("bologna")
+@register_format("bologna", catalog=True)
 def import_bologna(path: Path, name: str, scratch: Path, opt: Options) -> dict[str, ImageSet]:
     """Both domains are checked before either is read, so a structural fault costs no reading."""
-    plans = [_plan_bologna(path, d, f"bologna/{d}") for d in ("easy", "hard")]
+    plans = [_plan_bologna(path, d, f"bologna/{d}", opt) for d in ("easy", "hard")]
     scale = opt.pixel_scale or BOLOGNA_PIXEL_SCALE
     sets: dict[str, ImageSet] = {}
     for plan in plans:

@@ -40,7 +40,8 @@ QUIRK_TEXT: dict[str, tuple[str, bool]] = {
     "shape": ("dropped {n} image(s) whose shape differs from {shape}", True),
     "no_image": ("{n} catalog row(s) have no image", True),
     "no_row": ("dropped {n} image(s) with no catalog row (so no label)", False),
-    "duplicate_id": ("dropped {n} duplicate catalog row(s) (kept the first of each ID)", True),
+    "duplicate_id": (("dropped {n} duplicate catalog row(s) that repeat an ID with the same label "
+                     "(kept the first of each)"), False),
     "no_id": ("dropped {n} catalog row(s) with an empty ID", True),
 }
 
@@ -54,6 +55,8 @@ class Options:
     progress: bool
     log: Log
     pixel_scale: float | None
+    catalog_columns: tuple[str, ...] = ()   # catalog columns that are observables (model inputs)
+    allow_columns: tuple[str, ...] = ()     # of those, the ones the leak guard lets through
 
 
 @dataclass
