@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if (msg := environment_fault(e)) is None:
             raise
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {e.filename or 'a file'}: {msg}; nothing was recorded for this step", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -180,6 +180,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     for s, need in ((easy, ("train", "val")), (hard, ("pool", "labelled", "test"))):
         for k in need:
             s.split(k)
+        imageset.check_finite(s)
     tr, va = easy.split("train"), easy.split("val")
     pool, lab, test = hard.split("pool"), hard.split("labelled"), hard.split("test")
     if easy.images.shape[1] != hard.images.shape[1]:

@@ -13,13 +13,12 @@ _ENVIRONMENT_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota i
 
 
 def environment_fault(e: BaseException) -> str | None:
-    """One line for an OSError caused by the environment (full disk, read-only place); None otherwise."""
+    """What went wrong, for an OSError caused by the environment (full disk, read-only place); else None."""
     import errno
 
-    if not isinstance(e, OSError) or e.errno is None:
+    if not isinstance(e, OSError):
         return None
+    if e.errno is None:   # numpy's tofile on a full disk: "N requested and M written"
+        return "cannot write (the disk is full)" if "requested and" in str(e) else None
     name = errno.errorcode.get(e.errno, "")
-    if name not in _ENVIRONMENT_ERRNOS:
-        return None
-    where = e.filename or "a file"
-    return f"{where}: cannot write ({_ENVIRONMENT_ERRNOS[name]}); nothing was recorded for this step"
+    return f"cannot write ({_ENVIRONMENT_ERRNOS[name]})" if name in _ENVIRONMENT_ERRNOS else None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import BadInput
+from harness.errors import BadInput, environment_fault
 
 
 @contextmanager
@@ -33,8 +33,10 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (why := environment_fault(e)) is not None:
+            raise BadInput(f"{out}: {why}; nothing was written") from None
         raise
 
 
@@ -108,9 +110,10 @@ def verified_or_removed(folder: Path, what: str, log: Callable[[str], None]) -> 
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock named after `path` (`<path>.lock`), so two processes that would build the
-    same cache build it once: the second waits, then finds it built."""
-    lock = Path(f"{path}.lock")
+    """Hold an exclusive lock named after `path` (a hidden `.<name>.lock` beside it), so two processes that
+    would build the same cache build it once: the second waits, then finds it built."""
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fh = open(lock, "a")  # noqa: SIM115 - held open for the whole block below

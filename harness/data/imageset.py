@@ -105,6 +105,17 @@ def save(s: ImageSet, out: Path, card_text: str | None = None, overwrite: bool =
     return out
 
 
+def check_finite(s: ImageSet, chunk: int = 2048) -> None:
+    """Refuse a set with NaN or infinite pixels, naming how many images and the first id (the importers
+    repair or drop such images; a set that still holds them was written by something else)."""
+    bad = [i + k for i in range(0, len(s), chunk)
+           for k in np.flatnonzero(~np.isfinite(np.asarray(s.images[i:i + chunk])).all(axis=(1, 2, 3)))]
+    if bad:
+        where = s.root / "images.npy" if s.root else s.name
+        raise BadInput(f"{where}: {len(bad)} image(s) hold NaN or infinite pixels (first: id "
+                       f"{s.catalog['id'].iloc[bad[0]]}); repair or drop them")
+
+
 def load(path: Path | str, mmap: bool = True) -> ImageSet:
     """Open a set folder (images memory-mapped). Any corruption is a BadInput naming the file."""
     root = Path(path)

@@ -62,6 +62,17 @@ def target_splits(labels: np.ndarray, labelled_frac: float, test: np.ndarray | N
             "test": np.asarray(test, dtype=np.int64)}
 
 
+def require_nonempty(splits: dict[str, np.ndarray], labels: np.ndarray, where: object
+                     ) -> dict[str, np.ndarray]:
+    """Refuse a real set too small to split honestly: every split it needs must hold an image."""
+    empty = [k for k in ("train", "val", "labelled", "test") if k in splits and len(splits[k]) == 0]
+    if empty:
+        counts = ", ".join(f"class {c}: {int((labels == c).sum())}" for c in np.unique(labels[labels >= 0]))
+        raise BadInput(f"{where}: too few labelled images per class to split ({counts}); the {empty[0]} "
+                       "split would be empty")
+    return splits
+
+
 def labelled_test_from_known(labels: np.ndarray, test_share: float, seed: int) -> dict[str, np.ndarray]:
     """Real data: labelled rows are divided stratified into `labelled`/`test`; unlabelled are `pool`."""
     known = np.flatnonzero(labels >= 0)

@@ -19,7 +19,7 @@ from harness.data.imageset import ImageSet
 from harness.data.importers import register_format
 from harness.data.importers.npy import NpyItem, npy_files, npy_imageset, stack_npy
 from harness.data.importers.quirks import VAL_SHARE, Options, Quirks, fingerprint, report
-from harness.data.splits import target_splits, train_val
+from harness.data.splits import require_nonempty, target_splits, train_val
 from harness.errors import BadInput
 
 # Nominal scale, as the files carry no header: used only for the aperture of measure().
@@ -65,7 +65,8 @@ def import_deeplense(path: Path, name: str, scratch: Path, opt: Options) -> dict
     if not items:
         raise BadInput(f"{root}: no .npy images in the class folders ({', '.join(classes)})")
     stack, kept = stack_npy(items, root, scratch, quirks, opt)
-    splits = _group_splits([items[i].group for i in kept], np.array([items[i].label for i in kept]), opt)
+    labels = np.array([items[i].label for i in kept])
+    splits = require_nonempty(_group_splits([items[i].group for i in kept], labels, opt), labels, root)
     meta = {"name": name, "kind": "substructure", "domain": "real", "classes": classes,
             "source_format": "deeplense-npy", "source_path": str(path.resolve()),
             "fingerprint": fingerprint(root, scanned), "quirks": quirks.as_meta()}
