@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--jobs", type=_jobs, default="1",
                        help="worker processes sharing the CPU cores: N or 'auto' (one per core on a CPU, "
                             "one on CUDA); default 1")
+        r.add_argument("--deterministic", action="store_true",
+                       help="deterministic kernels on CUDA (slower); CPU runs are bitwise repeatable anyway")
         r.add_argument("--quiet", action="store_true")
 
     r = sub.add_parser("run", help="run adaptation methods and record results")

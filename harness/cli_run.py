@@ -58,6 +58,10 @@ def _options(a: argparse.Namespace):
     if a.allow_column:
         preset = preset.replace("data", allow_columns=tuple(a.allow_column))
     device = resolve_device(a.device)
+    if a.deterministic:
+        from harness.training import make_deterministic
+
+        make_deterministic()
     if a.store == DEFAULT_STORE:
         a.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(a.store)

@@ -126,6 +126,18 @@ def _device_data(s: imageset.ImageSet, idx: np.ndarray, x: np.ndarray, feats: np
     return DomainData(images, cat, labels, name)
 
 
+def _check_card_roles(easy: str, hard: str) -> None:
+    """A source card declares a validation share, a target card its labelled and test shares: swapping
+    them is refused before anything is generated (folders are checked for their splits when loaded)."""
+    from harness.data.cards import load_card
+
+    for flag, spec, key, role in (("--easy", easy, "val_frac", "source"),
+                                  ("--hard", hard, "labelled_frac", "target")):
+        if not Path(spec).is_dir() and key not in load_card(spec).data["splits"]:
+            raise BadInput(f"{flag} {spec}: not a {role}-domain card (its splits lack '{key}'; a source card "
+                           "has splits.val_frac, a target card splits.labelled_frac and splits.test_frac)")
+
+
 def declared_task(spec: str) -> str:
     """The task a card or an image-set folder declares, read before anything is generated."""
     if Path(spec).is_dir():
@@ -175,6 +187,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     d = preset.data
     # the task is checked before anything is generated
     t = check_task((d.easy, declared_task(d.easy)), (d.hard, declared_task(d.hard)), task)
+    _check_card_roles(d.easy, d.hard)
     easy = load_domain(d.easy, d.n_easy, d.seed, datasets_dir, rt, d.workers)
     hard = load_domain(d.hard, d.n_hard, d.seed + 1, datasets_dir, rt, d.workers)
     for s, need in ((easy, ("train", "val")), (hard, ("pool", "labelled", "test"))):

@@ -67,3 +67,10 @@ def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> N
             if not ok or (isinstance(v, float) and not math.isfinite(v)):
                 raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} "
                                f"(default {defaults[k]!r})")
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            # a step size or batch must stay positive; a weight, rate or count that defaults to >= 0 may
+            # be switched off (0) but never turned negative
+            positive = k in ("lr", "batch_size", "uratio") or k.endswith("_lr")
+            if num and ((positive and v <= 0) or (defaults[k] >= 0 and v < 0)):
+                raise BadInput(f"--hp {m}.{k}={v!r}: must be {'> 0' if positive else '>= 0'} "
+                               f"(default {defaults[k]!r})")

@@ -128,6 +128,8 @@ def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path |
         raise BadInput(f"--store {store_path}: no such results store")
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: folder {out.parent} does not exist")
+    if out.suffix != ".parquet":
+        raise BadInput(f"--out {out}: scores are written as Parquet; give a .parquet file name")
     if (set_dir is None) == (images_dir is None):
         raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
     model, info = load_model(Store(store_path, create=False), run_id, rt.device)

@@ -174,6 +174,18 @@ class Store:
                             "ORDER BY time DESC LIMIT 1", (run_key,)).fetchone()
         return r[0] if r else None
 
+    def problems(self) -> list[str]:
+        """What is inconsistent in the store (empty when sound): SQLite's integrity and foreign-key
+        checks, finished runs without metrics or without their folder."""
+        with closing(self._connect()) as con:
+            out = [r[0] for r in con.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            out += [f"metrics row of unknown run {r[0]}" for r in con.execute("PRAGMA foreign_key_check")]
+            for (run,) in con.execute("SELECT id FROM runs WHERE status = 'ok' AND NOT EXISTS "
+                                      "(SELECT 1 FROM metrics WHERE metrics.run = runs.id)"):
+                out.append(f"run {run} has no metrics")
+            ok = [r[0] for r in con.execute("SELECT id FROM runs WHERE status = 'ok'")]
+        return out + [f"run {r} has no folder" for r in ok if not self.run_dir(r).is_dir()]
+
     def runs(self) -> pd.DataFrame:
         with closing(self._connect()) as con:
             return pd.read_sql_query("SELECT * FROM runs ORDER BY time", con)

@@ -36,6 +36,19 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def make_deterministic() -> None:
+    """Deterministic kernels everywhere (`--deterministic`). CPU training is already bitwise repeatable;
+    on CUDA, cuDNN's autotuned convolution algorithms and the atomic adds of some backward kernels
+    (scatter/index_add, e.g. in kNN gathers) are not, so this pins cuDNN and asks torch to refuse any op
+    without a deterministic kernel. cuBLAS needs its workspace fixed before its first call."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 @lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed tensor memory for reuse instead of returning it to the OS.

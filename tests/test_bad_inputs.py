@@ -103,6 +103,22 @@ def card_missing_a_section(tmp: Path) -> list[str]:
     return _gen(_card(tmp, lambda d: d.pop("population")))
 
 
+@case("key 'population' appears twice")
+def card_with_a_duplicated_key(tmp: Path) -> list[str]:
+    text = (CARDS_DIR / "easy.yaml").read_text()
+    return _text_card(tmp, text + "population:\n  lens_fraction: 0.9\n")
+
+
+@case("--hard easy: not a target-domain card")
+def source_card_as_the_target(tmp: Path) -> list[str]:
+    return ["run", "--method", "source_only", "--preset", "smoke", "--hard", "easy"]
+
+
+@case("--easy hard: not a source-domain card")
+def target_card_as_the_source(tmp: Path) -> list[str]:
+    return ["run", "--method", "source_only", "--preset", "smoke", "--easy", "hard"]
+
+
 @case("malformed YAML")
 def card_of_malformed_yaml(tmp: Path) -> list[str]:
     return _text_card(tmp, "instrument: [unclosed\n")
@@ -189,6 +205,36 @@ def unknown_hyper_parameter(tmp: Path) -> list[str]:
 @case("expected a finite float")
 def nan_hyper_parameter(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=nan"]
+
+
+@case("--hp dann.lr=-0.001: must be > 0")
+def negative_learning_rate(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=-0.001"]
+
+
+@case("--hp dann.lr=0: must be > 0")
+def zero_learning_rate(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=0"]
+
+
+@case("not part of this run")
+def hyper_parameter_of_another_method(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "mcc.lr=1"]
+
+
+@case("expected a finite float")
+def text_hyper_parameter(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=abc"]
+
+
+@case("must be > 0")
+def zero_images(tmp: Path) -> list[str]:
+    return ["data", "generate", "--card", "easy", "--n", "0"]
+
+
+@case("positive number of jobs")
+def jobs_not_a_number(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--jobs", "many"]
 
 
 @case("--seeds takes")
@@ -338,6 +384,11 @@ def import_name_with_a_path(tmp: Path) -> list[str]:
     return ["data", "import", "--format", "hst-npy", str(make_hst(tmp / "in" / "hst")), "--name", "../up"]
 
 
+@case("no_such_dir: no such image-set folder")
+def show_a_missing_folder(tmp: Path) -> list[str]:
+    return ["data", "show", "no_such_dir", "--out", "sheet.png"]
+
+
 @case("missing (not a complete image set)")
 def show_a_folder_that_is_not_a_set(tmp: Path) -> list[str]:
     (tmp / "in" / "empty").mkdir(parents=True)
@@ -442,6 +493,14 @@ def score_an_unknown_run(tmp: Path) -> list[str]:
     Store(tmp / "in" / "s.db")
     return ["score", "--run", "r1", "--store", str(tmp / "in" / "s.db"), "--images", str(src),
             "--format", "hst-npy", "--out", "scores.parquet"]
+
+
+@case("give a .parquet file name")
+def score_to_a_csv_name(tmp: Path) -> list[str]:
+    (tmp / "in").mkdir(parents=True)
+    Store(tmp / "in" / "s.db")
+    return ["score", "--run", "r1", "--store", str(tmp / "in" / "s.db"), "--set", str(tmp / "in"),
+            "--out", "scores.csv"]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

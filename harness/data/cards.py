@@ -79,6 +79,23 @@ def _resolve_path(spec: str | Path, cards_dir: Path) -> Path:
     raise BadInput(f"unknown card '{s}' (shipped: {', '.join(SHIPPED)}; or give a path to a .yaml)")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a mapping that repeats a key is an error instead of last-one-wins."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> tuple[dict, str]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -87,7 +104,9 @@ def _read_yaml(path: Path) -> tuple[dict, str]:
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not a text file (a card is UTF-8 YAML)") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKey as e:
+        raise BadInput(f"{path}: key '{e}' appears twice (a later value would silently win)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
