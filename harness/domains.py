@@ -198,9 +198,12 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     pool, lab, test = hard.split("pool"), hard.split("labelled"), hard.split("test")
     if easy.images.shape[1] != hard.images.shape[1]:
         raise BadInput(f"easy has {easy.images.shape[1]} bands but hard has {hard.images.shape[1]}")
-    for name, s, idx in (("easy train", easy, tr), ("hard labelled", hard, lab)):
+    # AUROC needs both classes in the evaluation splits too; only their class counts are read here
+    for name, s, idx in (("easy train", easy, tr), ("easy val", easy, va), ("hard labelled", hard, lab),
+                         ("hard test", hard, test)):
         if (s.labels[idx] < 0).any() or np.unique(s.labels[idx]).size < 2:
-            raise BadInput(f"{s.root}: the {name} split needs labels of at least two classes")
+            raise BadInput(f"{s.root or s.name}: the {name} split needs labels of at least two classes "
+                           f"(has {len(idx)} image(s) of {np.unique(s.labels[idx]).size} class(es))")
     # features: observable columns both domains share, leak-checked on labels the harness may see;
     # none at all for an image-only model (--no-catalog), so a leaky catalog cannot block it
     cols = [c for c in observable_columns(easy.catalog) if c in set(observable_columns(hard.catalog))]

@@ -428,6 +428,15 @@ def hard_set_whose_labelled_split_is_empty(tmp: Path) -> list[str]:
     return _run_on(easy, hard)
 
 
+@case("the hard test split needs labels of at least two classes")
+def hard_test_split_of_one_class(tmp: Path) -> list[str]:
+    easy, hard = _bologna_sets(tmp)
+    labels, test = np.load(hard / "labels.npy"), np.load(hard / "splits" / "test.npy")
+    np.save(hard / "splits" / "test.npy", test[labels[test] == 0])
+    _rewrite_sums(hard)
+    return _run_on(easy, hard, "--no-catalog")
+
+
 @case("images must be (N, C, H, W)")
 def image_set_with_wrong_shaped_images(tmp: Path) -> list[str]:
     easy, hard = _bologna_sets(tmp)

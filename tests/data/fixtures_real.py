@@ -16,7 +16,7 @@ OFFSET = {"g": 100.0, "r": 200.0, "i": 300.0}
 SIZE = 101
 
 # Hard-domain quirks, by ID (see make_bologna)
-HARD_LABELLED = {101: 1, 102: 0, 103: 1, 104: 0}  # the other 16 rows are unlabelled (80%)
+HARD_LABELLED = {101: 1, 102: 0, 103: 1, 104: 0, 108: 1, 109: 0}  # the other 14 rows are unlabelled (70%)
 HARD_CORRUPT = 103  # its I-band FITS is garbage (a labelled image lost)
 HARD_FEW_NAN = 105  # a few NaN pixels: repaired
 HARD_MOSTLY_NAN = 106  # g and r all NaN: dropped
@@ -52,7 +52,8 @@ def _csv(rows: list[tuple[int, str]]) -> str:
 
 
 def make_bologna(root: Path, seed: int = 0) -> Path:
-    """12 easy IDs (all labelled, 6 lenses) and 20 hard IDs (4 labelled) plus the quirks named above.
+    """12 easy IDs (all labelled, 6 lenses) and 20 hard IDs (6 labelled; 5 usable, so that the test split
+    holds both classes) plus the quirks named above.
 
     The easy catalog sits in PATH, the hard one in PATH/hard (both places are accepted).
     """

@@ -137,7 +137,8 @@ def test_bologna_labels_and_hard_splits(bologna):
     assert pool == set(np.flatnonzero(s.labels < 0).tolist())
     labelled_rows = set(HARD_LABELLED) - {HARD_CORRUPT}  # the labelled image lost to a corrupt FITS
     assert set(kept[sorted(lab | test)].tolist()) == labelled_rows
-    assert len(pool) == 14 and lab and test
+    assert len(pool) == 12 and lab and test
+    assert sorted(s.labels[sorted(test)].tolist()) == [0, 0, 1]   # both classes held out for AUROC
 
 
 def test_bologna_easy_splits(bologna):
