@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}@{socket.gethostname()}@",
+                                    dir=out.parent))
     except OSError as e:
         raise BadInput(f"{out}: cannot write there ({e.strerror or e})") from None
     try:
@@ -41,10 +43,11 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _remove_orphans(out: Path) -> None:
-    """Temporary siblings of `out` left by a killed process (SIGKILL runs no cleanup): their pid is gone."""
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = tmp.name[len(f".{out.name}.tmp-"):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Temporary siblings of `out` left by a killed process (SIGKILL runs no cleanup): written on this
+    host by a pid that is gone. Another host's (a shared disk) are never touched."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*@*@*"):
+        pid, host, _ = tmp.name[len(f".{out.name}.tmp-"):].split("@", 2)
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -119,3 +119,19 @@ def test_two_cold_runs_compute_each_stage_once(tmp_path: Path) -> None:
         assert text.count(stage) == 1, stage
     assert text.count("ssl: reusing cached encoder") == 1
     assert_consistent(tmp_path / "s.db", resumed=False)
+
+
+def test_orphaned_temporary_folders_of_dead_local_processes_are_removed(tmp_path: Path) -> None:
+    import socket
+
+    from harness.fs import atomic_dir
+
+    host = socket.gethostname()
+    dead, alive, remote = (tmp_path / f".x.tmp-{pid}@{h}@abc" for pid, h in
+                           ((999999, host), (os.getpid(), host), (999999, "another-node")))
+    for d in (dead, alive, remote):
+        d.mkdir()
+    with atomic_dir(tmp_path / "x") as tmp:
+        (tmp / "f").write_text("1")
+    assert not dead.exists() and alive.exists() and remote.exists()   # a shared disk's other hosts: untouched
+    assert (tmp_path / "x" / "f").read_text() == "1"
