@@ -396,7 +396,7 @@ def show_a_folder_that_is_not_a_set(tmp: Path) -> list[str]:
 
 
 # --- runs on imported sets ---------------------------------------------------------------------------
-def _bologna_sets(tmp: Path, hard_labels: bool = True) -> tuple[Path, Path]:
+def _bologna_sets(tmp: Path) -> tuple[Path, Path]:
     from harness.data.importers import import_dataset
 
     ds = tmp / "in" / "ds"
