@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from harness.data.features import feature_matrix
 from harness.data.imageset import ImageSet
 from harness.data.importers import register_format
+from harness.data.importers._bologna_catalog import find_catalog, norm_id, read_catalog
 from harness.data.importers.quirks import (
     VAL_SHARE,
     Options,
@@ -45,8 +45,6 @@ SHAPE_SAMPLE = 32  # images read to decide the reference shape of a FITS set
 
 BOLOGNA_BANDS = ("g", "r", "i")  # stacking order
 BOLOGNA_BAND_DIRS = ("Band1", "Band2", "Band3")  # R, I, G in the challenge; files are matched by letter
-BOLOGNA_CATALOGS = {"easy": ("easy_test.csv",), "hard": ("hard_test_cut.csv", "hard_test.csv")}
-BOLOGNA_TRUTH = ("is_lens", "einstein_area", "numb_pix_lensed_image", "flux_lensed_image_in_sigma")
 FITS_NAME = re.compile(r"^imageSDSS_([A-Za-z])-(.+?)\.fits(\.gz)?$", re.IGNORECASE)
 
 
@@ -61,86 +59,6 @@ class _BolognaPlan:
     scanned: list[Path]
     catalog_bytes: bytes
     quirks: Quirks
-
-
-def _norm_id(v: object) -> str:
-    """IDs as text, so '00123', '123' and 123.0 (pandas' float for a column with gaps) all match."""
-    s = str(v).strip()
-    if re.fullmatch(r"\d+(\.0*)?", s):
-        s = s.split(".")[0].lstrip("0") or "0"
-    return s
-
-
-def _find_catalog(path: Path, domain: str) -> Path:
-    names = BOLOGNA_CATALOGS[domain]
-    for folder in (path, path / domain):
-        for n in names:
-            if (folder / n).is_file():
-                return folder / n
-    raise BadInput(f"{path}: no {domain} catalog {' or '.join(names)} (looked in {path} and {path / domain})")
-
-
-def _read_bologna_catalog(csv: Path, quirks: Quirks, opt: Options) -> pd.DataFrame:
-    """Read a challenge CSV: `id`, the `--catalog-columns` observables as they are, all else `truth_*`."""
-    try:
-        cat = pd.read_csv(csv, dtype={"ID": str})
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise BadInput(f"{csv}: unreadable catalog ({str(e).splitlines()[0] if str(e) else e!r})") from None
-    cat.columns = [str(c).strip() for c in cat.columns]
-    lower = {c.lower(): c for c in cat.columns}
-    missing = [c for c in ("id", "is_lens") if c not in lower]
-    if missing:
-        raise BadInput(f"{csv}: catalog lacks column(s) {', '.join(missing)} (has: {', '.join(cat.columns)})")
-    absent = [c for c in opt.catalog_columns if c not in cat.columns]
-    if absent:
-        raise BadInput(f"--catalog-columns {absent[0]}: {csv} has no such column "
-                       f"(has: {', '.join(cat.columns)})")
-    rename = {lower["id"]: "id"}
-    rename.update({lower[t]: f"truth_{t}" for t in BOLOGNA_TRUTH if t in lower})
-    rename.update({c: f"truth_{c}" for c in cat.columns
-                   if c not in rename and c not in opt.catalog_columns and not c.startswith("truth_")})
-    cat = cat.rename(columns=rename)
-    cat["truth_is_lens"] = _labels_column(cat["truth_is_lens"], csv)
-    ids = cat["id"].map(lambda v: "" if pd.isna(v) else _norm_id(v))
-    for i in np.flatnonzero(ids.to_numpy() == ""):
-        quirks.add("no_id", labelled=bool(cat["truth_is_lens"].iloc[i] >= 0))
-    cat["id"] = ids
-    cat = cat[ids != ""]
-    labels = cat["truth_is_lens"].fillna(-1)
-    conflict = labels.groupby(cat["id"]).nunique() > 1
-    if conflict.any():
-        bad = sorted(conflict[conflict].index)
-        raise BadInput(f"{csv}: {len(bad)} ID(s) appear more than once with different is_lens "
-                       f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); fix the catalog")
-    dup = cat["id"].duplicated()
-    for ident in cat.loc[dup, "id"]:
-        quirks.add("duplicate_id", ident)
-    cat = cat[~dup].reset_index(drop=True)
-    _check_catalog_columns(cat, csv, opt)
-    return cat
-
-
-def _check_catalog_columns(cat: pd.DataFrame, csv: Path, opt: Options) -> None:
-    """The named observables must be numeric and pass the leak guard on the labelled rows."""
-    if not opt.catalog_columns:
-        return
-    known = (cat["truth_is_lens"] >= 0).to_numpy()
-    labels = cat["truth_is_lens"].to_numpy()[known].astype(int)
-    try:
-        feature_matrix(cat[known], labels, list(opt.catalog_columns), allow=opt.allow_columns, log=opt.log)
-    except BadInput as e:
-        raise BadInput(f"{csv}: {e}") from None
-
-
-def _labels_column(col: pd.Series, csv: Path) -> pd.Series:
-    """is_lens as float: 0/1 labelled, NaN (empty or negative) unlabelled; anything else is BadInput."""
-    if col.dtype == bool:
-        col = col.astype(float)
-    values = pd.to_numeric(col, errors="coerce")
-    bad = col.notna() & (values.isna() | ~(values.isin([0, 1]) | (values < 0)))
-    if bad.any():
-        raise BadInput(f"{csv}: is_lens holds '{col[bad].iloc[0]}'; expected 0, 1 or empty")
-    return values.where(values >= 0)
 
 
 def _scan_bologna_files(root: Path, quirks: Quirks) -> tuple[dict[str, dict[str, Path]], list[Path]]:
@@ -159,7 +77,7 @@ def _scan_bologna_files(root: Path, quirks: Quirks) -> tuple[dict[str, dict[str,
             if not m:
                 quirks.add("unrecognised", f.relative_to(root).as_posix())
                 continue
-            band, ident = m.group(1).lower(), _norm_id(m.group(2))
+            band, ident = m.group(1).lower(), norm_id(m.group(2))
             if band not in BOLOGNA_BANDS:
                 quirks.add("other_band")
                 continue
@@ -179,8 +97,8 @@ def _plan_bologna(path: Path, domain: str, where: str, opt: Options) -> _Bologna
         if not (root / d).is_dir():
             raise BadInput(f"{root / d}: missing band folder (expected {', '.join(BOLOGNA_BAND_DIRS)})")
     quirks = Quirks(where)
-    csv = _find_catalog(path, domain)
-    catalog = _read_bologna_catalog(csv, quirks, opt)
+    csv = find_catalog(path, domain)
+    catalog = read_catalog(csv, quirks, opt)
     files, scanned = _scan_bologna_files(root, quirks)
     for b in BOLOGNA_BANDS:
         if not any(b in v for v in files.values()):
