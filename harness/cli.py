@@ -48,6 +48,16 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
+    if not (0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number, got {s}")
+    return v
+
+
 def _names(s: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in s.split(",") if x.strip())
     if not names:
@@ -154,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--backend", default="local", choices=["local", "ray"])
     sw.add_argument("--resume", action="store_true",
                     help="skip (method, seed) runs already finished in the store")
+    sw.add_argument("--address", help="--backend ray: a cluster ('auto', 'ray://HOST:10001'); default: a "
+                                      "local Ray instance")
+    sw.add_argument("--cpus-per-job", type=_positive_float, default=1.0,
+                    help="--backend ray: CPUs each run declares (default 1)")
+    sw.add_argument("--gpus-per-job", type=_nonneg_float, default=None,
+                    help="--backend ray: GPUs each run declares; fractions share one "
+                         "(default 1 on CUDA, else 0)")
+    sw.add_argument("--stage-dir", type=Path,
+                    help="--backend ray: a folder every node reads, to ship the shared stages through "
+                         "(default: Ray's object store)")
     run_args(sw)
 
     sc = sub.add_parser("score", help="apply a stored run's model to new cutouts")

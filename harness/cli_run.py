@@ -106,9 +106,10 @@ def cmd_run(a: argparse.Namespace) -> int:
             if label:
                 opts.log(f"suite {a.suite}: target {label}")
             if getattr(a, "backend", "local") == "ray":
-                from harness.sweep import run_ray
+                from harness.ray_backend import RaySettings, run_ray
 
-                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip)
+                ray_settings = RaySettings(a.address, a.cpus_per_job, a.gpus_per_job, a.stage_dir)
+                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip, settings=ray_settings)
                 continue
             from harness.parallel import resolve_jobs, run_parallel
 

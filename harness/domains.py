@@ -10,6 +10,7 @@ classes, never from the hard test labels.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,16 @@ class Prepared:
     @property
     def classes(self) -> list[str]:
         return list(self.hard.meta.get("classes") or [str(k) for k in range(self.num_classes)])
+
+    def to(self, device: torch.device | str) -> Prepared:
+        """A copy with every device tensor on `device` (Ray ships a CPU copy to each worker's device)."""
+        def move(d: DomainData) -> DomainData:
+            return dataclasses.replace(d, images=d.images.to(device), catalog=d.catalog.to(device),
+                                       labels=None if d.labels is None else d.labels.to(device))
+
+        moved = {f: move(getattr(self, f)) for f in ("source", "source_val", "pool", "labelled", "test")}
+        return dataclasses.replace(self, **moved, pool_labels=self.pool_labels.to(device), priors={},
+                                   start_scores={})
 
 
 def _ident(s: imageset.ImageSet) -> tuple:

@@ -76,11 +76,9 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool = False) -> str:
-    """One (method, seed) run through every stage; recorded in the store (ok or failed)."""
-    cls = get_method(name)
-    hp = {**cls.hparams, **opts.hp_overrides.get(name, {})}
-    t0 = time.perf_counter()
+def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, dict, str]:
+    """A run's hyper-parameters, its recorded config and its key (what `--resume` matches on)."""
+    hp = {**get_method(name).hparams, **opts.hp_overrides.get(name, {})}
     d = opts.preset.data
     shift = p.hard.meta.get("shift")  # easy (0) -> hard (1) position of the target card; None if unknown
     config = {"preset": opts.preset.to_dict(), "method": name, "hparams": hp, "precision": opts.precision,
@@ -88,7 +86,14 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
                        "hard_fingerprint": p.hard.fingerprint, "features": p.columns, "shift": shift}}
     if p.fov is not None:   # resampling tasks: the field both domains were mapped to (score needs it)
         config["data"]["fov"] = p.fov
-    key = stable_hash("run", name, seed, config)
+    return hp, config, stable_hash("run", name, seed, config)
+
+
+def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool = False) -> str:
+    """One (method, seed) run through every stage; recorded in the store (ok or failed)."""
+    cls = get_method(name)
+    hp, config, key = run_config(name, seed, p, opts)
+    t0 = time.perf_counter()
     rec = RunRecord(task=p.task, method=name, seed=seed, preset=opts.preset.name, fingerprint=p.fingerprint,
                     config=config, code_version=code_version(), device=_device_name(opts.device), run_key=key,
                     start=cls.start, uses_target_labels=cls.uses_target_labels, oracle=cls.oracle,

@@ -9,6 +9,7 @@ reads; keep the two in step.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -167,6 +168,40 @@ class Store:
             raise BadInput(f"--store {self.path}: run {run.id} not recorded: {_sqlite_problem(e)}") from None
         return run.id
 
+    def export(self, run_id: str) -> tuple[dict, list[dict]]:
+        """A run's row and metrics rows as plain dicts (what `adopt` takes in another store)."""
+        with closing(self._connect()) as con:
+            con.row_factory = sqlite3.Row
+            row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            metrics = con.execute("SELECT * FROM metrics WHERE run = ?", (run_id,)).fetchall()
+        if row is None:
+            raise KeyError(run_id)
+        return dict(row), [dict(m) for m in metrics]
+
+    def adopt(self, row: dict, metrics: list[dict], files: dict[str, bytes]) -> str:
+        """Record a run computed elsewhere (a Ray worker's scratch store) under its own id: its folder
+        first, then its row, as `pipeline.run_method` does, so a row never points at a missing folder."""
+        from harness.fs import atomic_dir
+
+        fields = {k: row[k] for k in RUN_COLUMNS}
+        fields.update(config=json.loads(row["config"]), uses_target_labels=bool(row["uses_target_labels"]),
+                      oracle=bool(row["oracle"]), seed=int(row["seed"]), seconds=float(row["seconds"]))
+        rec = RunRecord(**fields)
+        folder = self.run_dir(rec.id)
+        if files:
+            with atomic_dir(folder) as tmp:
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
+        try:
+            return self.record(rec, [Metric(m["split"], m["name"], _nan(m["value"]), _nan(m["low"]),
+                                            _nan(m["high"])) for m in metrics])
+        except BaseException:
+            if files:
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
     def done(self, run_key: str) -> str | None:
         """Id of a finished ('ok') run with this key, for resuming sweeps."""
         with closing(self._connect()) as con:
@@ -207,3 +242,8 @@ def _sqlite_problem(e: sqlite3.OperationalError) -> str:
 
 def _f(x: float | None) -> float | None:
     return None if x is None else float(x)
+
+
+def _nan(x: float | None) -> float | None:
+    """A metric read back from SQLite: NULL (None or pandas' NaN) stays None."""
+    return None if x is None or math.isnan(x) else float(x)
