@@ -34,6 +34,8 @@ def _hp(items: list[str]) -> dict[str, dict]:
 
 
 def _options(a: argparse.Namespace):
+    from tqdm.auto import tqdm
+
     from harness.config import get_preset
     from harness.pipeline import Options
     from harness.store import Store
@@ -47,12 +49,8 @@ def _options(a: argparse.Namespace):
     changes = {k: v for k, v in (("easy", a.easy), ("hard", a.hard)) if v}
     if changes:
         preset = preset.replace("data", **changes)
-    if a.backbone:
-        from harness.models import BACKBONES
-
-        if a.backbone not in BACKBONES:
-            raise BadInput(f"--backbone {a.backbone}: choose from {', '.join(BACKBONES)}")
-        preset = preset.replace("source", backbone=a.backbone)
+    if a.backbone:   # a comma list is a sweep axis (`_targets`); the first one is the default
+        preset = preset.replace("source", backbone=_backbones(a.backbone)[0])
     if a.no_catalog:
         preset = preset.replace("source", use_catalog=False)
     if a.allow_column:
@@ -67,7 +65,17 @@ def _options(a: argparse.Namespace):
     store = Store(a.store)
     return Options(preset=preset, store=store, device=device, precision=a.precision,
                    datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp), task=a.task,
-                   log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)))
+                   log=(lambda m: None) if a.quiet else tqdm.write)   # lines above the progress bars
+
+
+def _backbones(spec: str) -> list[str]:
+    from harness.models import BACKBONES
+
+    names = [b.strip() for b in spec.split(",") if b.strip()]
+    for b in names or [spec]:
+        if b not in BACKBONES:
+            raise BadInput(f"--backbone {b}: choose from {', '.join(BACKBONES)}")
+    return names
 
 
 def _methods_arg(spec: str) -> list[str]:
@@ -85,6 +93,7 @@ def _methods_arg(spec: str) -> list[str]:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from harness.pipeline import run
+    from harness.progress import RunBar
 
     if a.task == "ssl-real":   # its three arms are the protocol, not adaptation methods
         if a.method not in ("all", None) or a.suite:
@@ -102,22 +111,26 @@ def cmd_run(a: argparse.Namespace) -> int:
             from harness.ssl_real import run_ssl_real
 
             ids += run_ssl_real(a.seeds, opts, skip_done=skip)
-        for label, target_opts in ([] if a.task == "ssl-real" else _targets(a, opts)):
+        targets = [] if a.task == "ssl-real" else _targets(a, opts)
+        bar = RunBar(len(targets) * len(methods) * len(a.seeds), a.cmd, disable=a.quiet) if targets else None
+        for label, target_opts in targets:
             if label:
-                opts.log(f"suite {a.suite}: target {label}")
+                opts.log(f"{a.cmd}: target {label}")
             if getattr(a, "backend", "local") == "ray":
                 from harness.ray_backend import RaySettings, run_ray
 
                 ray_settings = RaySettings(a.address, a.cpus_per_job, a.gpus_per_job, a.stage_dir)
-                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip, settings=ray_settings)
+                ids += run_ray(methods, a.seeds, target_opts, skip_done=skip, settings=ray_settings, bar=bar)
                 continue
             from harness.parallel import resolve_jobs, run_parallel
 
             jobs = resolve_jobs(a.jobs, opts.device, len(methods) * len(a.seeds))
             if jobs > 1:
-                ids += run_parallel(methods, a.seeds, target_opts, jobs, skip_done=skip)
+                ids += run_parallel(methods, a.seeds, target_opts, jobs, skip_done=skip, bar=bar)
             else:
-                ids += run(methods, a.seeds, target_opts, skip_done=skip)
+                ids += run(methods, a.seeds, target_opts, skip_done=skip, bar=bar)
+        if bar is not None:
+            bar.close()
     except BadInput:
         _remove_created(created)
         raise
@@ -137,20 +150,27 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def _targets(a: argparse.Namespace, opts) -> list[tuple[str, object]]:
-    """(label, run options) of each target: the one `--hard` card, or every card of `--suite`."""
-    if not a.suite:
-        return [("", opts)]
-    if a.hard:
-        raise BadInput("give --suite or --hard, not both (a suite names its target cards)")
+    """(label, run options) of each target of the sweep's axes: the `--hard` card or every card of
+    `--suite` (with its image-only variants), times every backbone of `--backbone A,B`."""
     import dataclasses
 
-    from harness.suites import resolve
+    backbones = _backbones(a.backbone) if a.backbone else [opts.preset.source.backbone]
+    each = [(b if len(backbones) > 1 else "", {"backbone": b}) for b in backbones]
+    if not a.suite:
+        cards = [("", opts.preset.data.hard, opts.preset.source.use_catalog)]
+    elif a.hard:
+        raise BadInput("give --suite or --hard, not both (a suite names its target cards)")
+    else:
+        from harness.suites import resolve
 
+        cards = [(f"{a.suite} {t.card}" + ("" if t.use_catalog else " (image-only)"), t.card, t.use_catalog)
+                 for t in resolve(a.suite, use_catalog=opts.preset.source.use_catalog)]
     out = []
-    for t in resolve(a.suite, use_catalog=opts.preset.source.use_catalog):
-        preset = opts.preset.replace("data", hard=t.card).replace("source", use_catalog=t.use_catalog)
-        label = t.card + ("" if t.use_catalog else " (image-only)")
-        out.append((label, dataclasses.replace(opts, preset=preset)))
+    for card_label, card, use_catalog in cards:
+        for b_label, b in each:
+            preset = opts.preset.replace("data", hard=card).replace("source", use_catalog=use_catalog, **b)
+            label = ", ".join(x for x in (card_label, b_label and f"backbone {b_label}") if x)
+            out.append((label, dataclasses.replace(opts, preset=preset)))
     return out
 
 

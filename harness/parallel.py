@@ -7,8 +7,8 @@ cores among N spawned workers. It works in two phases so no stage is computed tw
    one job per seed and kind, written to the stage cache;
 2. every (method, seed) run, which then only reads the cache.
 Workers write their own run folder and store row (SQLite in WAL mode on a local disk takes
-concurrent writers); their log lines come back to the driver, which prints them under one
-progress bar of done / running / failed runs.
+concurrent writers); their log lines come back to the driver, which prints them above one
+progress bar of done / running / failed runs (`harness.progress`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from harness.config import Preset
 from harness.domains import Prepared, prepare_data
+from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
 
 
@@ -109,8 +110,10 @@ def _cost(method: str, hp_overrides: dict) -> float:
     return (1 + int(hp.get("uratio", 1))) * (2.0 if cls.budget == "source" else 1.0)
 
 
-def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_done: bool = False) -> list[str]:
-    """Run methods x seeds in `jobs` worker processes; returns the run ids in (seed, method) order."""
+def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_done: bool = False,
+                 bar: RunBar | None = None) -> list[str]:
+    """Run methods x seeds in `jobs` worker processes; returns the run ids in (seed, method) order.
+    `bar` counts the runs (a sweep's one bar); without it this call shows its own."""
     check_hparams(methods, opts.hp_overrides)
     prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)   # generate/validate data here
     spec = Spec(opts.preset, opts.store.path, str(opts.device), opts.precision, opts.datasets_dir,
@@ -122,30 +125,29 @@ def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_don
                                   initializer=_init, initargs=(threads,))
     try:
         stages = [pool.submit(_stages, spec, s, joint) for s in seeds for joint in kinds]
-        bar = tqdm(total=len(stages), desc=f"shared stages ({jobs} jobs)", disable=opts.quiet,
-                   dynamic_ncols=True)
+        stage_bar = tqdm(total=len(stages), desc=f"shared stages ({jobs} jobs)",
+                         disable=opts.quiet or bar is not None, dynamic_ncols=True)
         for f in cf.as_completed(stages):
             for line in f.result():
                 say(line)
-            bar.update()
-        bar.close()
+            stage_bar.update()
+        stage_bar.close()
         todo = [(m, s) for s in seeds for m in methods]
         # longest first (larger target batches, then the source-length budget), so no long run is
         # left alone on one core at the end
         order = sorted(todo, key=lambda t: (-_cost(t[0], opts.hp_overrides), t[1], methods.index(t[0])))
         futures = {pool.submit(_run, spec, m, s, skip_done): (m, s) for m, s in order}
         ids: dict[tuple[str, int], str] = {}
-        failed = 0
-        bar = tqdm(total=len(todo), desc=f"runs ({jobs} jobs)", disable=opts.quiet, dynamic_ncols=True)
+        runs = bar or RunBar(len(todo), f"runs ({jobs} jobs)", disable=opts.quiet)
+        runs.running(min(jobs, len(todo)))
         for f in cf.as_completed(futures):
             run_id, bad, lines = f.result()
             ids[futures[f]] = run_id
-            failed += bad
             for line in lines:
                 say(line)
-            bar.update()
-            bar.set_postfix(done=len(ids), running=min(jobs, len(todo) - len(ids)), failed=failed)
-        bar.close()
+            runs.finished(bad, running=min(jobs, len(todo) - len(ids)))
+        if bar is None:
+            runs.close()
     except cf.process.BrokenProcessPool:
         pool.shutdown(wait=False, cancel_futures=True)
         raise RuntimeError("a worker process died (killed, or out of memory); the runs that finished are "

@@ -35,6 +35,7 @@ from harness.errors import BadInput, environment_fault
 from harness.evaluate import checkpoint_test_auroc, evaluate, write_run_folder
 from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
 from harness.models import LensFinder
+from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
 from harness.stages import seed_all, ssl_finder, stage_source, stage_ssl
 from harness.store import Metric, RunRecord, Store
@@ -226,12 +227,17 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores)"
 
 
-def run(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False) -> list[str]:
-    """Run methods x seeds. Returns run ids (failed runs included)."""
+def run(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False,
+        bar: RunBar | None = None) -> list[str]:
+    """Run methods x seeds in this process. Returns run ids (failed runs included); `bar` counts them."""
     check_hparams(methods, opts.hp_overrides)
     p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)
     ids = []
     for seed in seeds:
         for m in methods:
+            if bar is not None:
+                bar.running(1)
             ids.append(run_method(m, seed, p, opts, skip_done=skip_done))
+            if bar is not None:
+                bar.finished(opts.store.failed(ids[-1]))
     return ids

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput
 from harness.pipeline import Options, run_config, run_method
+from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
 from harness.stages import cache_dir, stage_source, stage_ssl
 
@@ -117,9 +118,9 @@ def _init(settings: RaySettings, quiet: bool):
 
 
 def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False,
-            settings: RaySettings = RaySettings()) -> list[str]:
+            settings: RaySettings = RaySettings(), bar: RunBar | None = None) -> list[str]:
     """Run methods x seeds as Ray tasks; the driver alone writes the store. Run ids in (seed, method)
-    order (failed runs included), as the local backends return them."""
+    order (failed runs included), as the local backends return them; `bar` counts them."""
     check_hparams(methods, opts.hp_overrides)
     ray = _init(settings, opts.quiet)
     p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)
@@ -130,11 +131,13 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     joint = any(get_method(m).start == "source_joint" for m in methods)
     todo = [(m, s) for s in seeds for m in methods]
     ids: dict[tuple[str, int], str] = {}
+    runs = bar or RunBar(len(todo), "runs (ray)", disable=opts.quiet)
     if skip_done:
         for m, s in todo:
             if done := opts.store.done(run_config(m, s, p, opts)[2]):
                 opts.log(f"{m} seed {s}: already finished as run {done}; skipping")
                 ids[(m, s)] = done
+                runs.finished()
     card_file = Path(p.hard.root or "") / "card.yaml"
     card = card_file.read_text() if p.hard.root and card_file.is_file() else None
     shipped = ray.put(p.to("cpu"))
@@ -156,7 +159,11 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     slots = res.get("CPU", 1) / max(settings.cpus_per_job, 1e-9)
     if gpus:
         slots = min(slots, res.get("GPU", 0) / gpus)
-    _collect(ray, futures, ids, opts, len(todo), max(1, int(slots)))
+    try:
+        _collect(ray, futures, ids, opts, runs, max(1, int(slots)))
+    finally:
+        if bar is None:
+            runs.close()
     return [ids[t] for t in todo]
 
 
@@ -165,13 +172,13 @@ def _travelling(opts: Options) -> Options:
     return dataclasses.replace(opts, log=print, quiet=True)
 
 
-def _collect(ray, futures: dict, ids: dict, opts: Options, total: int, slots: int) -> None:
-    """Adopt each finished run into the store as it comes back, under one progress bar."""
+def _collect(ray, futures: dict, ids: dict, opts: Options, bar: RunBar, slots: int) -> None:
+    """Adopt each finished run into the store as it comes back."""
     from ray.exceptions import RayTaskError, WorkerCrashedError
 
     say = (lambda line: None) if opts.quiet else tqdm.write
-    bar = tqdm(total=total, initial=len(ids), desc="runs (ray)", disable=opts.quiet, dynamic_ncols=True)
-    pending, failed = list(futures), 0
+    pending = list(futures)
+    bar.running(min(slots, len(pending)))
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -185,14 +192,10 @@ def _collect(ray, futures: dict, ids: dict, opts: Options, total: int, slots: in
                                    "are in the store: `sweep --resume` with the same arguments runs the "
                                    "rest") from None
             ids[futures[ready[0]]] = opts.store.adopt(out["row"], out["metrics"], out["files"])
-            failed += out["row"]["status"] == "failed"
             for line in out["lines"]:
                 say(line)
-            bar.update()
-            bar.set_postfix(done=len(ids), running=min(slots, len(pending)), failed=failed)
+            bar.finished(out["row"]["status"] == "failed", running=min(slots, len(pending)))
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
-    finally:
-        bar.close()

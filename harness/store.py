@@ -202,6 +202,12 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
 
+    def failed(self, run_id: str) -> bool:
+        """Whether the run was recorded as failed."""
+        with closing(self._connect()) as con:
+            r = con.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(r and r[0] == "failed")
+
     def done(self, run_key: str) -> str | None:
         """Id of a finished ('ok') run with this key, for resuming sweeps."""
         with closing(self._connect()) as con:

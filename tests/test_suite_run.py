@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.errors import BadInput
 from harness.store import Store
 
 
@@ -41,3 +42,20 @@ def test_suite_and_hard_together_are_refused(tmp_path: Path, capsys: pytest.Capt
                "--store", str(tmp_path / "s.db"), "--datasets-dir", str(tmp_path / "ds")])
     assert rc == 2 and "give --suite or --hard, not both" in capsys.readouterr().err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_sweep_axes_cross_cards_image_only_variants_and_backbones(tmp_path: Path) -> None:
+    """`--suite` x `--backbone A,B`: every card (and image-only variant) once per backbone."""
+    from harness.cli import build_parser
+    from harness.cli_run import _options, _targets
+
+    a = build_parser().parse_args(["sweep", "--suite", "hard,hard-clean", "--backbone", "tiny,small",
+                                   "--preset", "smoke", "--store", str(tmp_path / "s.db"), "--no-catalog"])
+    targets = _targets(a, _options(a))
+    got = sorted((t.preset.data.hard, t.preset.source.backbone, t.preset.source.use_catalog)
+                 for _, t in targets)
+    assert got == sorted((c, b, False) for c in ("hard", "hard-clean") for b in ("tiny", "small"))
+    assert all("backbone" in label for label, _ in targets)
+    a.backbone = "tiny,nope"
+    with pytest.raises(BadInput, match="--backbone nope: choose from"):
+        _targets(a, _options(a))
