@@ -103,6 +103,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     else:
         methods = _methods_arg(a.method)
     created = [p for p in (a.store.parent, a.store) if not p.exists()]
+    bar = None
     try:
         opts = _options(a)
         skip = getattr(a, "resume", False)
@@ -132,6 +133,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     except BadInput:
+        if bar is not None:
+            bar.close()
         _remove_created(created)
         raise
     runs = opts.store.runs()

@@ -2,7 +2,8 @@
 
 A sweep is targets (cards, image-only variants, backbones) x methods x seeds; each target runs on
 its own backend call, so the bar is owned by the command and handed to each call. A backend given
-no bar makes its own over its runs.
+no bar makes its own over its runs. The bar appears when the first run starts, so input refused
+while the data are checked prints its one error line and no bar.
 """
 
 from __future__ import annotations
@@ -14,19 +15,28 @@ class RunBar:
     """A tqdm bar over runs with done / running / failed counts in its postfix."""
 
     def __init__(self, total: int, desc: str = "runs", disable: bool = False) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="run", disable=disable, dynamic_ncols=True)
+        self.total, self.desc, self.disable = total, desc, disable
+        self.bar: tqdm | None = None
         self.done, self.failed = 0, 0
+
+    def _show(self, running: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit="run",
+                            disable=self.disable, dynamic_ncols=True)
+        self.bar.set_postfix(done=self.done, running=running, failed=self.failed)
 
     def finished(self, failed: bool = False, running: int = 0) -> None:
         """One more run is over (finished, skipped as done, or failed); `running` are still going."""
+        self._show(running)
         self.done += 1
         self.failed += bool(failed)
         self.bar.update()
         self.bar.set_postfix(done=self.done, running=running, failed=self.failed)
 
     def running(self, n: int) -> None:
-        """Show `n` runs as under way (before the first of them finishes)."""
-        self.bar.set_postfix(done=self.done, running=n, failed=self.failed)
+        """Show `n` runs as under way."""
+        self._show(n)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

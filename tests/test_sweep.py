@@ -116,3 +116,17 @@ def test_parallel_jobs_give_the_same_runs_as_one_process(smoke_root: Path, tmp_p
         torch.set_num_threads(threads)
     assert list(stores["1"].index) == list(stores["2"].index) and len(stores["1"]) == 4
     assert np.array_equal(stores["1"].values, stores["2"].values)
+
+
+def test_run_bar_counts_done_running_and_failed_and_stays_hidden_until_a_run_starts() -> None:
+    from harness.progress import RunBar
+
+    bar = RunBar(3, "sweep")
+    assert bar.bar is None                      # nothing drawn while the input is still being checked
+    bar.running(2)
+    bar.finished(running=1)
+    bar.finished(failed=True, running=1)
+    bar.finished()
+    assert (bar.bar.n, bar.done, bar.failed) == (3, 3, 1)
+    assert bar.bar.postfix == "done=3, failed=1, running=0"
+    bar.close()
