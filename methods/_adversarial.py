@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_adapt.layers import GradientReversal
-from pytorch_adapt.models import Discriminator
 from torch import Tensor
 
 from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, scalars
@@ -35,6 +33,9 @@ class DomainAdversarial(AdaptationMethod):
     """Source CE + gradient-reversed domain BCE (source = 1, target = 0); not registered itself."""
 
     def setup(self, ctx: AdaptContext) -> None:
+        from pytorch_adapt.layers import GradientReversal  # here: importing pytorch-adapt takes seconds,
+        from pytorch_adapt.models import Discriminator  # and listing the methods should not pay it
+
         super().setup(ctx)
         self.steps = max(1, ctx.steps)
         self.grl = GradientReversal(weight=0.0).to(ctx.device)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pytorch_adapt.layers import RandomizedDotProduct
 from torch import Tensor
 
 from harness.api import Batch, register
@@ -52,6 +51,8 @@ class CDAN(DomainAdversarial):
         if d * k <= int(self.hp["exact_max_dim"]):
             self.rdot = None
             return d * k
+        from pytorch_adapt.layers import RandomizedDotProduct  # imported on use (slow to import)
+
         self.rdot = RandomizedDotProduct([d, k], out_dim=int(self.hp["rand_dim"])).to(self.ctx.device)
         return int(self.hp["rand_dim"])
 

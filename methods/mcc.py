@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pytorch_adapt.layers import MCCLoss
 
 from harness.api import SGD_RECIPE, AdaptationMethod, AdaptContext, Batch, register, scalars
 
@@ -31,6 +30,8 @@ class MCC(AdaptationMethod):
     }
 
     def setup(self, ctx: AdaptContext) -> None:
+        from pytorch_adapt.layers import MCCLoss  # imported on use: pytorch-adapt is slow to import
+
         super().setup(ctx)
         self.mcc = MCCLoss(T=float(self.hp["temperature"]))
 

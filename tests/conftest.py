@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cli import main
+
+# Under pytest-xdist (`make test` runs one worker per core) each worker takes its share of the
+# cores: small CNNs train faster as single-thread processes side by side than as one two-thread
+# process, and oversubscribed threads would stall. Child processes inherit the setting.
+if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))) > 1:
+    _threads = max(1, (os.cpu_count() or 1) // _workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(_threads)
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,9 @@ def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tm
             shutil.copytree(hard, hdir)
         else:
             _copy_with_shuffled_test_labels(hard, hdir, 0)
-        (tmp_path / tag).mkdir()
+        # both stores start from the session's cached easy-only stages (they never see a hard
+        # image, so flipped hard labels cannot reach them): only adaptation and selection run here
+        shutil.copytree(smoke_root / "cache", tmp_path / tag / "cache")
         db = tmp_path / tag / "s.db"
         assert main(["run", "--method", method, "--preset", "smoke", "--store", str(db), "--device",
                      "cpu", "--easy", str(easy), "--hard", str(hdir), "--quiet", "--precision", "fp32"]) == 0
@@ -96,6 +98,7 @@ def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp
         raise RuntimeError("disk full while writing extremes")
 
     monkeypatch.setattr(evaluate, "_extremes", boom)
+    shutil.copytree(smoke_root / "cache", tmp_path / "cache")   # the shared stages: only the run fails
     db = tmp_path / "f.db"
     rc = main(["run", "--method", "target_labelled", "--preset", "smoke", "--store", str(db),
                "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu", "--quiet"])
@@ -108,7 +111,8 @@ def test_failed_run_is_recorded_as_failed_not_half_written(smoke_root: Path, tmp
 
 def test_bf16_and_fp32_training_agree_within_noise(smoke_root: Path, tmp_path: Path) -> None:
     """bf16 autocast must not change what is learned beyond bootstrap noise."""
-    res = {}
+    shutil.copytree(smoke_root / "cache", tmp_path / "cache")   # stages are keyed by precision: those of
+    res = {}                                                     # the other precision train afresh
     for prec in ("fp32", "bf16"):
         db = tmp_path / f"{prec}.db"
         assert main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(db),

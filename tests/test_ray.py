@@ -12,8 +12,7 @@ import torch
 from harness.cli import main
 from harness.config import get_preset
 from harness.errors import BadInput
-from harness.parallel import run_parallel
-from harness.pipeline import Options
+from harness.pipeline import Options, run
 from harness.store import Store
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
@@ -49,8 +48,13 @@ def test_ray_sweep_matches_local_keys_and_metrics_and_uses_every_fake_gpu(local_
                                                                          ) -> None:
     ids = run_ray(METHODS, SEEDS, _opts(smoke_root, "ray.db"), settings=RaySettings(gpus_per_job=1))
     assert len(ids) == len(set(ids)) == 2
-    # the local backend with one thread per worker, as each Ray job has (CPU sums depend on threads)
-    run_parallel(METHODS, SEEDS, _opts(smoke_root, "local.db"), jobs=2)
+    # the local backend with one thread, as each Ray job has (CPU sums depend on the thread count)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(METHODS, SEEDS, _opts(smoke_root, "local.db"))
+    finally:
+        torch.set_num_threads(threads)
     ray_runs, ray_metrics = _by_key(smoke_root / "ray.db")
     local_runs, local_metrics = _by_key(smoke_root / "local.db")
     assert set(ray_runs) == set(local_runs) and len(ray_runs) == 2
