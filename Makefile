@@ -18,7 +18,7 @@ demo: $(STAMP)
 	@echo "The shift suite (camera, hard-balanced, hard-clean, hard): $(PY) -m harness run --method all --suite shifts --seeds 0,1,2 --jobs auto"
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist worksteal tests --ignore=tests/bench
+	$(PY) -m pytest -q -n auto --dist loadfile tests --ignore=tests/bench
 
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/bench --benchmark-enable --benchmark-columns=mean,ops,rounds

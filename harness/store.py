@@ -17,10 +17,12 @@ import uuid
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from harness.errors import BadInput
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -228,10 +230,14 @@ class Store:
         return out + [f"run {r} has no folder" for r in ok if not self.run_dir(r).is_dir()]
 
     def runs(self) -> pd.DataFrame:
+        import pandas as pd  # on use: a process that only records runs need not import pandas
+
         with closing(self._connect()) as con:
             return pd.read_sql_query("SELECT * FROM runs ORDER BY time", con)
 
     def metrics(self) -> pd.DataFrame:
+        import pandas as pd
+
         with closing(self._connect()) as con:
             return pd.read_sql_query("SELECT * FROM metrics", con)
 

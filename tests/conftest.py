@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.fs import locked
 
 # Under pytest-xdist (`make test` runs one worker per core) each worker takes its share of the
 # cores: small CNNs train faster as single-thread processes side by side than as one two-thread
@@ -21,11 +22,18 @@ if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))) > 1:
 
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with smoke datasets and a store holding one finished source_only run."""
-    root = tmp_path_factory.mktemp("smoke")
-    rc = main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(root / "s.db"),
-               "--datasets-dir", str(root / "ds"), "--quiet", "--device", "cpu"])
-    assert rc == 0
+    """A folder with smoke datasets and a store holding one finished source_only run. Under xdist
+    every worker shares one (the first builds it under a lock; the harness's stores and caches
+    take concurrent writers, which the reliability tests check)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "smoke"
+    with locked(root):
+        if not (root / ".built").is_file():
+            root.mkdir(exist_ok=True)
+            rc = main(["run", "--method", "source_only", "--preset", "smoke", "--store", str(root / "s.db"),
+                       "--datasets-dir", str(root / "ds"), "--quiet", "--device", "cpu"])
+            assert rc == 0
+            (root / ".built").touch()
     return root
 
 

@@ -3,7 +3,6 @@ corrupt, concurrent writers and concurrent cold runs neither lose nor duplicate 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from harness.cli import main
 from harness.fs import SUMS, checksum_problem
-from harness.store import Metric, RunRecord, Store
+from harness.store import Store
 from tests.conftest import smoke_args
 
 
@@ -82,24 +81,24 @@ def test_corrupt_caches_are_rebuilt_with_a_warning(smoke_root: Path, tmp_path: P
     assert (data / SUMS).is_file()
 
 
-def _writer(db: str, worker: int, n: int) -> None:
-    store = Store(db)
-    for i in range(n):
-        rec = RunRecord("lens-finding", "m", i, "smoke", "f", {"w": worker}, "v", "cpu", f"k{worker}-{i}",
-                        id=f"w{worker}-{i}")
-        store.record(rec, [Metric("hard_test", "auroc", 0.5 + i / 1000)])
+WRITER = """
+import sys
+from harness.store import Metric, RunRecord, Store
+db, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = Store(db)
+for i in range(n):
+    rec = RunRecord("lens-finding", "m", i, "smoke", "f", {"w": worker}, "v", "cpu", f"k{worker}-{i}",
+                    id=f"w{worker}-{i}")
+    store.record(rec, [Metric("hard_test", "auroc", 0.5 + i / 1000)])
+"""
 
 
 def test_eight_writers_two_hundred_runs_each(tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
     Store(db)
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(db, w, 200)) for w in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=600)
-        assert p.exitcode == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db, str(w), "200"], env=env) for w in range(8)]
+    assert [p.wait(timeout=600) for p in procs] == [0] * 8
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1600
         assert con.execute("SELECT COUNT(DISTINCT id) FROM runs").fetchone()[0] == 1600
