@@ -20,6 +20,18 @@ if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))) > 1:
     torch.set_num_threads(_threads)
 
 
+# The files that train, longest first (`pytest --durations=0`, summed per file), so that the two
+# workers of `make test` (whole files each) finish together rather than one waiting on the last one.
+LONGEST_FIRST = ("test_faults.py", "test_pipeline.py", "test_methods_smoke.py", "test_ray.py",
+                 "test_tasks.py", "test_sweep.py", "test_poisoning.py", "test_report.py",
+                 "test_methods_units.py", "test_suite_run.py", "test_determinism.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept within
+
+
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with smoke datasets and a store holding one finished source_only run. Under xdist

@@ -15,7 +15,6 @@ Convolutional backbones hold their weights and inputs channels-last: oneDNN's fa
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from harness.errors import BadInput
@@ -48,6 +47,8 @@ class TorchvisionResNet(nn.Module):
     """A torchvision ResNet (random init) with a 64x64-friendly stem and no classifier."""
 
     def __init__(self, depth: int, in_channels: int) -> None:
+        import torchvision.models  # on use: importing it takes seconds, and the small CNNs never need it
+
         super().__init__()
         ctor = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
         net = ctor(weights=None)
