@@ -5,8 +5,6 @@ folders in the real layouts."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +38,6 @@ def test_task_mismatch_refused_before_generating(tmp_path: Path, args: list[str]
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
     assert not (tmp_path / "ds").exists() and not (tmp_path / "s.db").exists()
-
-
-def test_unknown_task_is_one_line_from_the_command_line(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "harness", "run", "--task", "weak-lensing", "--preset", "smoke"]
-    r = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: --task weak-lensing: unknown task (choose from lens-finding, substructure, ssl-real)"]
-    assert not any(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")

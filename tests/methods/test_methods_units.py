@@ -106,10 +106,7 @@ def test_a_new_method_file_is_listed_and_checked_with_no_test_edit(tmp_path: Pat
         return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600, check=False)
 
-    listed = run("-c", "import methods; from harness.registry import all_methods; "
-                       "print(methods.__file__, *all_methods())")
-    assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.startswith(str(pkg)) and "example_probe" in listed.stdout.split()
+    # listed: the smoke test is parametrised over the registry, and only the copy holds the new file
     smoke = run("-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
                 str(ROOT / "tests" / "methods" / "test_methods_smoke.py"))
     assert "test_method_runs_on_smoke_preset[example_probe]" in smoke.stdout, smoke.stdout + smoke.stderr
