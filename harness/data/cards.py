@@ -83,8 +83,9 @@ class _DuplicateKey(Exception):
     pass
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a mapping that repeats a key is an error instead of last-one-wins."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML's safe loader (libyaml's parser where PyYAML has it: every run reads a dozen cards), but a
+    mapping that repeats a key is an error instead of last-one-wins."""
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen = set()
