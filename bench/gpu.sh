@@ -139,7 +139,7 @@ if [ "$SMOKE" = 1 ]; then
   E2E_METHODS=source_only
   E2E=(-m harness run --method "$E2E_METHODS" --preset smoke --seeds 0 --device cpu)
   E2E_SEEDS=1
-  SCORE=(--n 512 --batch 64 --chunk 256)
+  SCORE=(--backbone tiny --n 512 --batch 64 --chunk 256)   # a fresh ResNet18 is too slow for a CPU smoke
   CAPS=(45 20 80 30 90)
   export HARNESS_TEST_ACCEL=cpu   # the CUDA tests' logic, on the CPU
 else
@@ -149,7 +149,7 @@ else
   E2E_METHODS=all
   E2E=(-m harness run --method "$E2E_METHODS" --preset full --seeds 0,1,2)
   E2E_SEEDS=3
-  SCORE=(--n 32768 --batch 512 --chunk 4096)
+  SCORE=(--backbone resnet18 --n 32768 --batch 512 --chunk 4096)
   CAPS=(100 40 185 45 90)
 fi
 BACKBONES=small,resnet18,resnet50
@@ -158,7 +158,7 @@ stage tests "${CAPS[4]}" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.
 stage dann "${CAPS[0]}" "$PY" -m bench.gpu_bench dann --json "$W/dann.json" --backbones "$BACKBONES" \
   "${DEV[@]}" "${DANN[@]}"
 stage knn "${CAPS[1]}" "$PY" -m bench.gpu_bench knn --json "$W/knn.json" "${DEV[@]}" "${KNN[@]}"
-stage score "${CAPS[3]}" "$PY" -m bench.score_throughput --backbone resnet18 "${SCORE[@]}" "${DEV[@]}" \
+stage score "${CAPS[3]}" "$PY" -m bench.score_throughput "${SCORE[@]}" "${DEV[@]}" \
   --store "$E2E_STORE" --run auto --tmp "$W" --json "$W/score.json"
 stage e2e "${CAPS[2]}" "$PY" "${E2E[@]}" --store "$E2E_STORE" --datasets-dir "$W/e2e/ds"
 if [ -f "$W/e2e.rc" ] && ! grep -q '^budget' "$W/e2e.rc"; then

@@ -22,7 +22,7 @@ from harness.api import DomainData
 from harness.config import Preset, stable_hash
 from harness.data import imageset
 from harness.data.features import feature_matrix, observable_columns
-from harness.data.preprocess import prepare, resample
+from harness.data.preprocess import crop_or_pad, prepare, resample
 from harness.errors import BadInput
 from harness.fs import locked, verified_or_removed
 from harness.tasks import Task, get_task, task_of
@@ -172,13 +172,13 @@ def check_task(easy: tuple[str, str], hard: tuple[str, str], expected: str | Non
 
 
 def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
-                rows: slice = slice(None)) -> np.ndarray:
+                rows: slice = slice(None), stretch: bool = True) -> np.ndarray:
     """The stamps `rows` as the model sees them: resampled to `fov` arcsec (tasks that resample) or
-    centre cropped, then stretched."""
+    centre cropped, then stretched (unless `stretch` is False: the caller stretches them itself)."""
     x = np.asarray(s.images[rows])
     if task.resample and fov is not None:
         x = resample(x, _pixel_scale(s), fov, size)
-    return prepare(x, size, task.stretch)
+    return prepare(x, size, task.stretch) if stretch else crop_or_pad(x, size)
 
 
 def _pixel_scale(s: imageset.ImageSet) -> float:

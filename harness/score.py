@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from harness.data import imageset
 from harness.data.features import feature_matrix
+from harness.data.preprocess import normalise_torch
 from harness.domains import model_input
 from harness.errors import BadInput
 from harness.models import LensFinder
@@ -87,8 +88,12 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     ids = s.catalog["id"].astype(str).to_numpy() if "id" in s.catalog else np.arange(n).astype(str)
     out, task = [], get_task(info["task"])
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
+    on_device = rt.device.type == "cuda" and task.stretch == "asinh"   # the stretch runs on the GPU
     for lo in range(0, n, chunk):
-        x = torch.from_numpy(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk)))
+        x = torch.from_numpy(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk),
+                                         stretch=not on_device))
+        if on_device:
+            x = normalise_torch(x.to(rt.device, non_blocking=True))
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():

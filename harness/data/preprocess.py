@@ -10,9 +10,14 @@ different pixel scales onto one angular grid, so two cameras meet in one model i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from harness.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 
 def crop_or_pad(images: np.ndarray, size: int) -> np.ndarray:
@@ -41,6 +46,26 @@ def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 2048) -> 
         sigma = np.where(sigma > 0, sigma, np.maximum(flat.std(axis=-1, keepdims=True), 1e-12))
         out[s:s + chunk] = np.arcsinh((flat - med) / (softening * sigma)).reshape(x.shape)
     return out
+
+
+def normalise_torch(images: torch.Tensor, softening: float = 3.0) -> torch.Tensor:
+    """`normalise` on a tensor, on its device: scoring on a GPU stretches each chunk there instead of
+    in numpy on one CPU core. The same numbers to float precision (numpy's median of an even count
+    is the mean of the two middle values, so it is taken from a sort, not `torch.median`)."""
+    import torch
+
+    x = torch.nan_to_num(images.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = x.flatten(2)
+    med = _median(flat)
+    sigma = 1.4826 * _median((flat - med).abs())
+    std = flat.std(dim=-1, keepdim=True, correction=0).clamp_min(1e-12)
+    sigma = torch.where(sigma > 0, sigma, std)
+    return torch.asinh((flat - med) / (softening * sigma)).view_as(x)
+
+
+def _median(t: torch.Tensor) -> torch.Tensor:
+    n, s = t.shape[-1], t.sort(dim=-1).values
+    return ((s[..., (n - 1) // 2] + s[..., n // 2]) / 2).unsqueeze(-1)
 
 
 def resample(images: np.ndarray, pixel_scale: float, fov: float, size: int, chunk: int = 2048) -> np.ndarray:

@@ -87,3 +87,20 @@ def test_a_constant_band_becomes_zeros_not_nan() -> None:
     out = prepare(x, 12)
     assert np.isfinite(out).all()
     assert not out[0, 2].any()
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 16, 16), (4, 2, 9, 7)])   # even and odd pixel counts
+def test_normalise_on_torch_equals_the_numpy_stretch(shape: tuple) -> None:
+    """`score` stretches on the GPU with `normalise_torch`; it must give `normalise`'s numbers."""
+    import torch
+
+    from harness.data.preprocess import normalise_torch
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * rng.uniform(0.1, 100, size=shape[:2] + (1, 1))).astype(np.float32)
+    x[0, 0] = 7.0                       # a constant stamp: MAD and std are 0
+    x[1, 1, 0, 0] = np.nan              # a bad pixel
+    x[2, 0, :2] = 0.0                   # a band whose MAD may vanish
+    want = normalise(x)
+    got = normalise_torch(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
