@@ -34,13 +34,16 @@ def _test_scores(sel: Selection, run_id: str) -> tuple[np.ndarray, np.ndarray, n
     return t["index"].to_numpy(), t["label"].to_numpy(), scores[:, 0] if cols == ["score"] else scores
 
 
-def _blocks(sel: Selection, ok: pd.DataFrame, methods: list[str], read: dict
+def _blocks(sel: Selection, runs_of: dict[str, pd.Series], methods: list[str], read: dict
             ) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """Labels and one (seeds, images[, K]) block per method over the seeds all of them share.
 
-    `read` holds the predictions already read, by run id: a reference's runs are paired with every
-    method of its group, and are read once."""
-    by = {m: ok[ok["method"] == m].set_index("seed")["id"] for m in methods}
+    `runs_of` maps each method of the group to its run ids by seed; `read` holds the predictions
+    already read, by run id: a reference's runs are paired with every method of its group, and are
+    read once."""
+    if any(m not in runs_of for m in methods):
+        return None
+    by = {m: runs_of[m] for m in methods}
     seeds = sorted(set.intersection(*(set(v.index) for v in by.values())))
     if not seeds:
         return None
@@ -74,6 +77,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
     ok, read = latest_ok(sel), {}
     for key, g in out.groupby(GROUP, sort=False):
         mine = ok[(ok[GROUP] == pd.Series(key, index=GROUP)).all(axis=1)]
+        mine = {m: d.set_index("seed")["id"] for m, d in mine.groupby("method", sort=False)}
         refs = {k: roles.reference(g, r) for k, r in REFERENCES.items()}
         oracle = roles.reference(g, roles.ORACLE)
         for i, row in g.iterrows():
