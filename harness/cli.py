@@ -38,24 +38,22 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _positive_float(s: str) -> float:
+def _finite_float(s: str, zero_ok: bool = False) -> float:
     try:
         v = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    if not ((v >= 0 if zero_ok else v > 0) and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be {'zero or ' if zero_ok else ''}a positive number, got {s}")
     return v
+
+
+def _positive_float(s: str) -> float:
+    return _finite_float(s)
 
 
 def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
-    if not (0 <= v < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be zero or a positive number, got {s}")
-    return v
+    return _finite_float(s, zero_ok=True)
 
 
 def _names(s: str) -> tuple[str, ...]:

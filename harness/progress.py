@@ -19,23 +19,23 @@ class RunBar:
         self.bar: tqdm | None = None
         self.done, self.failed = 0, 0
 
-    def _show(self, running: int) -> None:
+    def _tqdm(self) -> tqdm:
         if self.bar is None:
             self.bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit="run",
                             disable=self.disable, dynamic_ncols=True)
-        self.bar.set_postfix(done=self.done, running=running, failed=self.failed)
+        return self.bar
 
     def finished(self, failed: bool = False, running: int = 0) -> None:
         """One more run is over (finished, skipped as done, or failed); `running` are still going."""
-        self._show(running)
+        bar = self._tqdm()
         self.done += 1
         self.failed += bool(failed)
-        self.bar.update()
-        self.bar.set_postfix(done=self.done, running=running, failed=self.failed)
+        bar.update()
+        bar.set_postfix(done=self.done, running=running, failed=self.failed)
 
     def running(self, n: int) -> None:
         """Show `n` runs as under way."""
-        self._show(n)
+        self._tqdm().set_postfix(done=self.done, running=n, failed=self.failed)
 
     def close(self) -> None:
         if self.bar is not None:

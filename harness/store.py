@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import BadInput
+from harness.fs import atomic_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,8 +185,6 @@ class Store:
     def adopt(self, row: dict, metrics: list[dict], files: dict[str, bytes]) -> str:
         """Record a run computed elsewhere (a Ray worker's scratch store) under its own id: its folder
         first, then its row, as `pipeline.run_method` does, so a row never points at a missing folder."""
-        from harness.fs import atomic_dir
-
         fields = {k: row[k] for k in RUN_COLUMNS}
         fields.update(config=json.loads(row["config"]), uses_target_labels=bool(row["uses_target_labels"]),
                       oracle=bool(row["oracle"]), seed=int(row["seed"]), seconds=float(row["seconds"]))
@@ -199,8 +199,6 @@ class Store:
                                             _nan(m["high"])) for m in metrics])
         except BaseException:
             if files:
-                import shutil
-
                 shutil.rmtree(folder, ignore_errors=True)
             raise
 
