@@ -43,8 +43,8 @@ def test_task_mismatch_refused_before_generating(tmp_path: Path, args: list[str]
 @pytest.fixture(scope="module")
 def substructure(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("substructure")
-    rc = main(["run", "--task", "substructure", "--method", "source_only,dann", "--store", str(root / "s.db"),
-               "--datasets-dir", str(root / "ds"), *SMOKE])
+    rc = main(["run", "--task", "substructure", "--suite", "substructure", "--method", "source_only,dann",
+               "--store", str(root / "s.db"), "--datasets-dir", str(root / "ds"), *SMOKE])
     assert rc == 0
     return root
 
@@ -54,14 +54,17 @@ def test_substructure_smoke_records_task_and_reports_per_class(substructure: Pat
     assert set(runs["task"]) == {"substructure"} and set(runs["status"]) == {"ok"}
     pred = pd.read_parquet(substructure / runs["id"].iloc[0] / "predictions.parquet")
     assert {"score_0", "score_1", "score_2"} <= set(pred.columns)
-    cfg = json.loads(runs["config"].iloc[0])
-    assert cfg["data"]["fov"] == pytest.approx(64 * 0.101)   # both domains on the target's field
+    fov = {(c := json.loads(text))["data"]["hard"]: c["data"]["fov"] for text in runs["config"]}
+    # both domains on each target's field: Model II (Euclid) and Model III (HST) of the suite
+    assert fov == {"substructure-b": pytest.approx(64 * 0.101), "substructure-c": pytest.approx(64 * 0.08)}
     out = substructure / "report"
     assert main(["report", "--store", str(substructure / "s.db"), "--out", str(out)]) == 0
     md = (out / "summary.md").read_text()
     assert "| Method | macro | no | sphere | vort | micro AUC (Keras, not the headline) |" in md
     assert "Tidball et al. 2021" in md and "source-only 0.8558" in md
     assert list(out.glob("*-roc-classes.png"))
+    page = (out / "index.html").read_text()   # the suite's method x card heatmap covers substructure
+    assert "Shift suite · substructure · smoke" in page and (out / "substructure-smoke-suite.png").is_file()
 
 
 def test_substructure_runs_on_an_imported_deeplense_folder(substructure: Path, tmp_path: Path) -> None:

@@ -145,6 +145,7 @@ NOISE_SCHEMA: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
                          "population.source.amp": (_NUM, 0.0, 1e9)},
     "euclid-vis": {"instrument.coadd_years": (int, 1, 6),
                    "population.source.magnitude": ("range", 10.0, 35.0)},
+    "hst-wfc3-f160w": {"population.source.magnitude": ("range", 10.0, 35.0)},
 }
 TASKS = ("lens-finding", "substructure", "ssl-real")
 # keys every card may hold besides its task's schema

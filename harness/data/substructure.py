@@ -48,6 +48,29 @@ def vortex_half_length(log10_axion_ev: float) -> float:
     return 0.03 * 10 ** (-22.0 - log10_axion_ev)
 
 
+def survey_band(ins: dict) -> Any:
+    """lenstronomy's survey configuration for a magnitude-calibrated card (sky, read and shot noise),
+    with the card's pixel scale and PSF; None for the Model I `gaussian-poisson` noise.
+
+    `euclid-vis`: Euclid VIS with `coadd_years` of the survey (DeepLenseSim Model II);
+    `hst-wfc3-f160w`: HST WFC3/F160W, one 5,400 s visit (DeepLenseSim Model III: "HST observation
+    characteristics as done by default in lenstronomy")."""
+    from lenstronomy.SimulationAPI.observation_api import SingleBand
+
+    if ins["noise"] == "euclid-vis":
+        from lenstronomy.SimulationAPI.ObservationConfig.Euclid import Euclid
+
+        kw = Euclid(band="VIS", psf_type="GAUSSIAN", coadd_years=int(ins["coadd_years"])).kwargs_single_band()
+    elif ins["noise"] == "hst-wfc3-f160w":
+        from lenstronomy.SimulationAPI.ObservationConfig.HST import HST
+
+        kw = HST(band="WFC3_F160W", psf_type="GAUSSIAN").kwargs_single_band()
+    else:
+        return None
+    kw.update(pixel_scale=float(ins["pixel_scale"]), seeing=float(ins["psf_fwhm"]))
+    return SingleBand(**kw)
+
+
 class SubstructureRenderer:
     """Per-process state for one substructure card: pixel grid, lenstronomy models, noise model."""
 
@@ -72,15 +95,7 @@ class SubstructureRenderer:
         pop = data["population"]
         self.theta_unit = point_mass_theta_e_unit(float(pop["z_lens"]), float(pop["z_source"]))
         self.theta_main = self.theta_unit * math.sqrt(float(pop["halo_mass"]))
-        self.band = None
-        if ins["noise"] == "euclid-vis":
-            from lenstronomy.SimulationAPI.observation_api import SingleBand
-            from lenstronomy.SimulationAPI.ObservationConfig.Euclid import Euclid
-
-            euclid = Euclid(band="VIS", psf_type="GAUSSIAN", coadd_years=int(ins["coadd_years"]))
-            kw = euclid.kwargs_single_band()
-            kw.update(pixel_scale=self.ps, seeing=float(ins["psf_fwhm"]))
-            self.band = SingleBand(**kw)
+        self.band = survey_band(ins)
 
     def warm_up(self) -> None:
         """Nothing to compile: lenstronomy's SIE, shear and Sersic profiles are plain numpy here."""
@@ -141,7 +156,7 @@ class SubstructureRenderer:
             t = 10 ** rng.uniform(*ins["exptime_log10"])
             image = (rng.poisson(np.clip(model, 0, None) * t) / t
                      + rng.normal(0, ins["background_rms"], model.shape))
-        else:                   # Model II: source magnitude -> counts/s, Euclid sky, read and shot noise
+        else:                   # Models II/III: magnitude -> counts/s; the survey's sky, read and shot noise
             total = float(self.source.total_flux([{**kw, "amp": 1.0}])[0])
             cps = self.band.magnitude2cps(rng.uniform(*s["magnitude"]))
             model = gaussian_filter(sb * cps / total * self.ps**2, sigma_pix, mode="constant")

@@ -75,7 +75,7 @@ def test_cards_load_as_substructure_and_bad_keys_are_named(tmp_path: Path) -> No
         load_card(p)
 
 
-@pytest.mark.parametrize("card", ["substructure-a", "substructure-b"])
+@pytest.mark.parametrize("card", ["substructure-a", "substructure-b", "substructure-c"])
 def test_renderer_is_deterministic_and_draws_each_class(card: str) -> None:
     r = SubstructureRenderer(load_card(card).data)
     im, t = r.render(3, 7)
@@ -88,6 +88,22 @@ def test_renderer_is_deterministic_and_draws_each_class(card: str) -> None:
     assert all(x["truth_n_sub"] == 0 for x in by[0])
     assert all(x["truth_n_sub"] == 100 and x["truth_sub_mass"] == pytest.approx(3e10) for x in by[2])
     assert all(-24 <= x["truth_log10_axion_ev"] <= -22 for x in by[2])
+
+
+@pytest.mark.parametrize("card, scale, zero_point", [("substructure-b", 0.101, 25.72),   # Euclid VIS
+                                                     ("substructure-c", 0.08, 25.96)])   # HST WFC3/F160W
+def test_survey_cards_carry_lenstronomy_noise(card: str, scale: float, zero_point: float) -> None:
+    """Each survey card gets its own camera (its zero point: 1 count/s), and with the source far too
+    faint to see, a stamp is that camera's sky and read noise alone."""
+    data = load_card(card).data
+    faint = {**data, "population": {**data["population"],
+                                    "source": {**data["population"]["source"], "magnitude": [40.0, 40.0]}}}
+    r = SubstructureRenderer(faint)
+    assert r.ps == scale and r.band.pixel_scale == scale
+    assert r.band.magnitude2cps(zero_point) == pytest.approx(1.0)
+    im = np.concatenate([r.render(0, i)[0].ravel() for i in range(4)])
+    assert im.std() == pytest.approx(r.band.background_noise, rel=0.05)
+    assert abs(im.mean()) < 3 * r.band.background_noise / math.sqrt(im.size)
 
 
 def test_substructure_changes_the_image_where_the_masses_are() -> None:
