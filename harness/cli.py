@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--hard",
                        help="target domain: card name/path or an image-set folder (default: preset's)")
         r.add_argument("--backbone",
-                       help="small | tiny | resnet18 | resnet50 | equivariant (default: preset's)")
+                       help="small | tiny | cnn4 | resnet18 | resnet50 | equivariant (default: preset's)")
         r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
         r.add_argument("--allow-column", action="append", default=[], metavar="COLUMN",
                        help="let a catalog column through the leak guard (single-feature AUROC > 0.99); "

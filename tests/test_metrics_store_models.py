@@ -82,7 +82,7 @@ def test_equivariant_backbone_is_rot90_invariant() -> None:
     assert not torch.allclose(plain(x, c), plain(torch.rot90(x, 1, dims=(-2, -1)), c), atol=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["small", "tiny", "resnet18", "equivariant"])
+@pytest.mark.parametrize("backbone", ["small", "tiny", "cnn4", "resnet18", "equivariant"])
 def test_lens_finder_fuses_catalog_by_attention(backbone: str) -> None:
     m = LensFinder(backbone, 3, n_features=6).eval()
     x, c = torch.randn(4, 3, 64, 64), torch.randn(4, 6)
@@ -131,3 +131,17 @@ def test_tiny_backbone_is_channels_last_and_cheaper_than_small() -> None:
     n = lambda m: sum(p.numel() for p in m.backbone.parameters())
     assert n(tiny) < n(small) / 3
     assert tiny(torch.randn(2, 3, 64, 64), torch.zeros(2, 0)).shape == (2, 2)
+
+
+def test_cnn4_keeps_full_resolution_first_and_pools_to_4x4() -> None:
+    """The substructure demo's backbone: a stride-1 first conv (fine arc detail is its signal) and
+    four pooling stages, so a 64-px stamp ends as a 4x4 map of the last stage's width."""
+    from harness.models.backbones import CNN4_WIDTHS
+
+    m = LensFinder("cnn4", 1, n_features=0, num_classes=3).eval()
+    convs = [c for c in m.backbone.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert len(convs) == len(CNN4_WIDTHS) == 4 and all(c.stride == (1, 1) for c in convs)
+    assert convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    trunk = m.backbone.net[:-2]   # without the global pooling
+    assert trunk(torch.randn(2, 1, 64, 64)).shape == (2, CNN4_WIDTHS[-1], 4, 4)
+    assert m(torch.randn(2, 1, 64, 64), torch.zeros(2, 0)).shape == (2, 3)

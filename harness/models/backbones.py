@@ -3,6 +3,9 @@
 - `small`: the seed DeepLense solution's two-conv-plus-pool CNN (with batch norm);
 - `tiny`: the same CNN at half the width with a stride-2 first conv, about 8x cheaper to train on a
   CPU; the demo preset's default, so the whole comparison fits a laptop (see bench/RESULTS.md);
+- `cnn4`: four VGG-style stages (3x3 conv, batch norm, ReLU, 2x2 max-pool) at full resolution, so
+  fine arc detail survives the first layer; a CPU-sized option for substructure, where `tiny` and
+  `small` underfit (the study in `datasets/cards/README.md`; about 4x `tiny`'s cost per image);
 - `resnet18` / `resnet50`: torchvision models with no hub weights (none can be fetched here) and
   a stem for 64x64 stamps (3x3 stride-1 first conv, no max-pool), as CIFAR-style ResNets do;
 - `equivariant`: a shared CNN applied to the four 90-degree rotations of the input with the
@@ -19,7 +22,9 @@ from torch import Tensor, nn
 
 from harness.errors import BadInput
 
-BACKBONES = ("small", "tiny", "resnet18", "resnet50", "equivariant")
+# cnn4's stage widths: the best of the substructure source-validation study (datasets/cards/README.md)
+CNN4_WIDTHS = (16, 32, 64, 128)
+BACKBONES = ("small", "tiny", "cnn4", "resnet18", "resnet50", "equivariant")
 
 
 class SmallCNN(nn.Module):
@@ -37,6 +42,24 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.proj = nn.Linear(2 * width, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.net(x.contiguous(memory_format=torch.channels_last)))
+
+
+class StagedCNN(nn.Module):
+    """Stages of 3x3 conv (no bias), batch norm, ReLU and 2x2 max-pool, then global average pooling
+    and a linear projection: four stages take a 64-px stamp to 4x4."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], out_dim: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip((in_channels, *widths[:-1]), widths):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.proj = nn.Linear(widths[-1], out_dim)
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,6 +104,7 @@ def make_backbone(name: str, in_channels: int) -> nn.Module:
     builders = {
         "small": lambda: SmallCNN(in_channels),
         "tiny": lambda: SmallCNN(in_channels, width=16, stem_stride=2),
+        "cnn4": lambda: StagedCNN(in_channels, CNN4_WIDTHS),
         "resnet18": lambda: TorchvisionResNet(18, in_channels),
         "resnet50": lambda: TorchvisionResNet(50, in_channels),
         "equivariant": lambda: Rot90Invariant(SmallCNN(in_channels)),
