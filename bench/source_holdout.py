@@ -4,7 +4,8 @@ The source stage's budget and backbone are chosen on the easy validation split, 
 run reports is slightly optimistic. This script loads the cached SSL and source stages of a finished run
 (same store, preset and task, so nothing is retrained), generates `--n` new images of the source card
 with another data seed (`--data-seed`, never the run's), puts them through the same model input
-(resampled to the run's field, stretched as the task says), and prints per-class and macro AUROC with
+(`harness.score.score_set`: resampled to the run's field, stretched as the task says, with the
+run's catalog features), and prints per-class and macro AUROC with
 bootstrap intervals next to the easy-val numbers of the same model.
 
     python -m bench.source_holdout --task substructure --preset demo --store STORE \
@@ -20,23 +21,13 @@ import numpy as np
 import torch
 
 from harness.config import get_preset
-from harness.domains import load_domain, model_input, prepare_data
+from harness.domains import load_domain, prepare_data
 from harness.metrics import multiclass_report
+from harness.score import score_set
 from harness.stages import stage_source, stage_ssl
 from harness.store import Store
 from harness.tasks import get_task
-from harness.training import Runtime, resolve_precision
-
-
-def probabilities(model: torch.nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Softmax of the model over image-only inputs, in eval mode."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
-            out.append(model(xb, torch.zeros(len(xb), 0)).softmax(-1).numpy())
-    return np.concatenate(out)
+from harness.training import Runtime, infer, resolve_precision
 
 
 def line(name: str, rep: dict, classes: list[str]) -> str:
@@ -65,14 +56,19 @@ def main() -> None:
     key, state = stage_ssl(p, a.seed, preset.ssl, preset.source.backbone, cache, rt)
     _, model = stage_source(p, a.seed, key, state, preset.source, cache, rt)
     classes = p.classes
-    val = probabilities(model, p.source_val.images.cpu().numpy())
+    val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
     print(line(f"easy val ({len(val)} images, the split the budget was chosen on)",
-               multiclass_report(p.source_val.labels.cpu().numpy(), val, classes), classes))
+               multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), classes), classes))
     fresh = load_domain(preset.data.easy, a.n, a.data_seed, a.datasets_dir, rt, preset.data.workers)
-    x = model_input(fresh, get_task(a.task), p.image_size, p.fov)
+    # the same model input and catalog features as the run, through `score`'s own path
+    info = {"bands": p.source.images.shape[1], "task": p.task, "size": p.image_size, "fov": p.fov,
+            "features": p.columns, "run": "source stage", "method": "source", "seed": a.seed,
+            "weights": "final", "code_version": ""}
+    df = score_set(model, fresh, info, rt)
+    probs = (df[[f"score_{k}" for k in range(len(classes))]].to_numpy() if "score" not in df
+             else np.stack([1 - df["score"], df["score"]], axis=1))
     print(line(f"fresh {preset.data.easy} ({a.n} images, data seed {a.data_seed})",
-               multiclass_report(fresh.labels, probabilities(model, x), classes), classes))
-
+               multiclass_report(fresh.labels, probs, classes), classes))
 
 if __name__ == "__main__":
     main()
