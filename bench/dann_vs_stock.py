@@ -8,7 +8,7 @@
     tensors, fp32, stepped the way pytorch-adapt's README does it without a framework:
     `batch_to_device(batch)` then `adapter.training_step(batch)`.
 
-Both start from the preset's cached source lens finder (`stage_ssl` + `stage_source`), use the
+Both start from the preset's cached source lens finder (`stage_start`), use the
 easy train split as source and the hard pool (no labels) as target, the same batch size per
 domain, the same number of steps, the same optimiser settings (momentum SGD with the `dann` recipe's
 lr, momentum, Nesterov flag and weight decay, and its discriminator width) and pytorch-adapt's
@@ -68,7 +68,7 @@ from harness.domains import Prepared, prepare_data
 from harness.metrics import auroc_ci
 from harness.pipeline import Options, run_method
 from harness.registry import get_method
-from harness.stages import stage_source, stage_ssl
+from harness.stages import stage_start
 from harness.store import Store
 from harness.training import resolve_device
 
@@ -251,8 +251,7 @@ def compare(preset: str = "smoke", steps: int | None = None, seed: int = 0,
     opts = Options(preset=pr, store=st, device=resolve_device(device), datasets_dir=Path(datasets_dir),
                    quiet=quiet, log=log)
     p = prepare_data(pr, opts.datasets_dir, opts.runtime)
-    ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, st.cache, opts.runtime)
-    _, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, st.cache, opts.runtime)
+    *_, source = stage_start(p, seed, pr, st.cache, opts.runtime)
     if source.num_classes != 2:
         raise SystemExit("dann_vs_stock: needs a binary (lens / non-lens) task")
     hp = {**get_method("dann").hparams, **opts.hp_overrides.get("dann", {})}

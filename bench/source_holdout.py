@@ -24,7 +24,7 @@ from harness.config import get_preset
 from harness.domains import load_domain, prepare_data
 from harness.metrics import multiclass_report
 from harness.score import score_set
-from harness.stages import stage_source, stage_ssl
+from harness.stages import stage_start
 from harness.store import Store
 from harness.tasks import get_task
 from harness.training import Runtime, infer, resolve_precision
@@ -53,8 +53,7 @@ def main() -> None:
     rt = Runtime(device=cpu, precision=resolve_precision(cpu, "auto"), quiet=True, log=lambda m: None)
     p = prepare_data(preset, a.datasets_dir, rt, a.task)
     cache = Store(a.store).cache
-    key, state = stage_ssl(p, a.seed, preset.ssl, preset.source.backbone, cache, rt)
-    _, model = stage_source(p, a.seed, key, state, preset.source, cache, rt)
+    *_, model = stage_start(p, a.seed, preset, cache, rt)
     classes = p.classes
     val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
     print(line(f"easy val ({len(val)} images, the split the budget was chosen on)",

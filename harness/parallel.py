@@ -80,13 +80,12 @@ def _init(threads: int) -> None:
 
 
 def _stages(spec: Spec, seed: int, joint: bool) -> list[str]:
-    from harness.stages import stage_source, stage_ssl
+    from harness.stages import stage_start
 
     lines: list[str] = []
     opts = _options(spec, lines)
     p, pr, rt = _prepared(spec, opts), spec.preset, opts.runtime
-    key, state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, opts.store.cache, rt, with_pool=joint)
-    stage_source(p, seed, key, state, pr.source, opts.store.cache, rt)
+    stage_start(p, seed, pr, opts.store.cache, rt, with_pool=joint)
     return lines
 
 

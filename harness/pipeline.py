@@ -37,7 +37,7 @@ from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
 from harness.models import LensFinder
 from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
-from harness.stages import seed_all, ssl_finder, stage_source, stage_ssl
+from harness.stages import seed_all, ssl_finder, stage_start
 from harness.store import Metric, RunRecord, Store
 from harness.training import Augment, Runtime, infer, resolve_precision
 
@@ -104,12 +104,10 @@ def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool
         return done
     try:
         pr, cache, rt = opts.preset, opts.store.cache, opts.runtime
-        ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt)
-        source_key, source = stage_source(p, seed, ssl_key, ssl_state, pr.source, cache, rt)
+        _, ssl_state, source_key, source = stage_start(p, seed, pr, cache, rt)
         start_ssl, start_source = ssl_state, source
         if cls.start == "source_joint":  # self-supervised adaptation: the encoder also saw the hard pool
-            joint_key, start_ssl = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt, with_pool=True)
-            _, start_source = stage_source(p, seed, joint_key, start_ssl, pr.source, cache, rt)
+            _, start_ssl, _, start_source = stage_start(p, seed, pr, cache, rt, with_pool=True)
         t0 = time.perf_counter()  # a run's seconds: adaptation + evaluation; shared stages are logged apart
         if source_key not in p.priors:  # once per source model, not once per method
             p.priors[source_key] = _estimate_prior(source, p, pr.adapt.eval_batch_size, rt.autocast)

@@ -26,7 +26,7 @@ from harness.errors import BadInput
 from harness.pipeline import Options, run_config, run_method
 from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
-from harness.stages import cache_dir, stage_source, stage_ssl
+from harness.stages import cache_dir, stage_start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,7 @@ def _stage_folders(p: Prepared, opts: Options, seed: int, joint: bool) -> list[s
     pr, cache, rt = opts.preset, opts.store.cache, opts.runtime
     names = []
     for with_pool in (False, True) if joint else (False,):
-        ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt, with_pool=with_pool)
-        source_key, _ = stage_source(p, seed, ssl_key, ssl_state, pr.source, cache, rt)
+        ssl_key, _, source_key, _ = stage_start(p, seed, pr, cache, rt, with_pool=with_pool)
         names += [cache_dir(cache, "ssl", ssl_key).name, cache_dir(cache, "source", source_key).name]
     return names
 

@@ -14,13 +14,14 @@ for methods that start from the SSL encoder, and seeds every RNG a stage draws f
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.config import SourceConfig, SSLConfig, stable_hash
+from harness.config import Preset, SourceConfig, SSLConfig, stable_hash
 from harness.domains import Prepared
 from harness.errors import BadInput
 from harness.fs import atomic_dir, locked, verified_or_removed, write_checksums
@@ -117,6 +118,19 @@ def stage_source(p: Prepared, seed: int, ssl_key: str, ssl_state: dict, cfg: Sou
     path = cache_dir(cache, "source", key)
     with locked(path):   # a second process training the same source model waits, then reuses it
         return key, _source_model(p, seed, ssl_state, cfg, path, rt)
+
+
+def stage_start(p: Prepared, seed: int, pr: Preset, cache: Path, rt: Runtime, with_pool: bool = False
+                ) -> tuple[str, dict, str, LensFinder]:
+    """The SSL stage and the easy-set finder on it: (ssl key, ssl state, source key, finder).
+
+    The joint finder (`with_pool`) always starts from its encoder, whatever `pr.source.init` says: that
+    encoder, which saw the hard pool, is the whole of `ssl_joint`. A task whose source trains from
+    scratch (substructure) still gets an `ssl_joint` distinct from its baseline."""
+    ssl_key, ssl_state = stage_ssl(p, seed, pr.ssl, pr.source.backbone, cache, rt, with_pool=with_pool)
+    cfg = dataclasses.replace(pr.source, init="ssl") if with_pool else pr.source
+    source_key, model = stage_source(p, seed, ssl_key, ssl_state, cfg, cache, rt)
+    return ssl_key, ssl_state, source_key, model
 
 
 def _source_model(p: Prepared, seed: int, ssl_state: dict, cfg: SourceConfig, path: Path, rt: Runtime

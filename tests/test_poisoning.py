@@ -18,7 +18,7 @@ from harness.config import get_preset
 from harness.domains import prepare_data
 from harness.pipeline import Options, _adapt_and_evaluate, _estimate_prior
 from harness.registry import all_methods
-from harness.stages import stage_source, stage_ssl
+from harness.stages import stage_start
 from harness.store import Store
 
 
@@ -32,8 +32,7 @@ def start(smoke_root: Path, tmp_path_factory: pytest.TempPathFactory):
                    datasets_dir=smoke_root / "ds", quiet=True, log=lambda m: None)
     rt = opts.runtime
     p = prepare_data(preset, opts.datasets_dir, rt)
-    ssl_key, ssl_state = stage_ssl(p, 0, preset.ssl, preset.source.backbone, store.cache, rt)
-    _, source = stage_source(p, 0, ssl_key, ssl_state, preset.source, store.cache, rt)
+    _, ssl_state, _, source = stage_start(p, 0, preset, store.cache, rt)
     prior = _estimate_prior(source, p, 512, rt.autocast)
     labels = np.array(p.hard.labels)
     test, pool = p.hard.split("test"), p.hard.split("pool")

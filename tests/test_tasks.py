@@ -43,7 +43,8 @@ def test_task_mismatch_refused_before_generating(tmp_path: Path, args: list[str]
 @pytest.fixture(scope="module")
 def substructure(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("substructure")
-    rc = main(["run", "--task", "substructure", "--suite", "substructure", "--method", "source_only,dann",
+    rc = main(["run", "--task", "substructure", "--suite", "substructure",
+               "--method", "source_only,dann,ssl_joint",
                "--store", str(root / "s.db"), "--datasets-dir", str(root / "ds"), *SMOKE])
     assert rc == 0
     return root
@@ -65,6 +66,19 @@ def test_substructure_smoke_records_task_and_reports_per_class(substructure: Pat
     assert list(out.glob("*-roc-classes.png"))
     page = (out / "index.html").read_text()   # the suite's method x card heatmap covers substructure
     assert "Shift suite · substructure · smoke" in page and (out / "substructure-smoke-suite.png").is_file()
+
+
+def test_substructure_source_from_scratch_keeps_ssl_joint_its_own_start(substructure: Path) -> None:
+    """The task's finder trains from scratch; ssl_joint's still starts from the encoder that saw the pool,
+    so the two runs on one card (same seed, same test images) predict differently."""
+    runs = Store(substructure / "s.db").runs()
+    assert {json.loads(c)["preset"]["source"]["init"] for c in runs["config"]} == {"scratch"}
+    card = runs[runs["config"].map(lambda c: json.loads(c)["data"]["hard"]) == "substructure-b"]
+    scores = {m: pd.read_parquet(substructure / card.loc[card["method"] == m, "id"].iloc[0]
+                                 / "predictions.parquet").filter(like="score_").to_numpy()
+              for m in ("source_only", "ssl_joint")}
+    assert scores["source_only"].shape == scores["ssl_joint"].shape
+    assert np.abs(scores["source_only"] - scores["ssl_joint"]).max() > 1e-3
 
 
 def test_substructure_runs_on_an_imported_deeplense_folder(substructure: Path, tmp_path: Path) -> None:
