@@ -1,0 +1,60 @@
+"""The source stage from the SimCLR encoder against from scratch, on the source's own validation split.
+
+How a task's `source_init` was chosen (`harness/tasks.py`): each call trains one source finder through
+the harness's own stage (`stage_start`: same data, recipe, budget and seed as a run), in its own cache
+folder so no run's cache is touched, and prints the easy-val per-class and macro AUROC. No target label
+or target image is read. Run the two inits side by side, one thread each:
+
+    python -m bench.source_init --init scratch --task substructure --preset demo --datasets-dir D \
+        --cache /tmp/init-cache [--backbone tiny] [--steps 8000] [--seed 0] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from harness.config import get_preset
+from harness.domains import prepare_data
+from harness.metrics import multiclass_report
+from harness.stages import stage_start
+from harness.tasks import get_task
+from harness.training import Runtime, infer, resolve_precision
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", choices=["ssl", "scratch"], required=True)
+    ap.add_argument("--task", default="substructure")
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--datasets-dir", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True, help="a folder for this study's stages")
+    ap.add_argument("--backbone", default=None, help="default: the preset's")
+    ap.add_argument("--steps", type=int, default=None, help="default: the preset's source steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    preset = get_task(a.task).apply(get_preset(a.preset))
+    changes = {"init": a.init, **({"backbone": a.backbone} if a.backbone else {}),
+               **({"steps": a.steps} if a.steps else {})}
+    preset = preset.replace("source", **changes)
+    cpu = torch.device("cpu")
+    rt = Runtime(device=cpu, precision=resolve_precision(cpu, "auto"), quiet=True, log=print)
+    p = prepare_data(preset, a.datasets_dir, rt, a.task)
+    t0 = time.perf_counter()
+    *_, model = stage_start(p, a.seed, preset, a.cache / f"{a.init}-{preset.source.backbone}", rt)
+    val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
+    rep = multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), p.classes)
+    per_class = ", ".join(f"{c} {rep['auroc_' + c][0]:.3f}" for c in p.classes)
+    lo, hi = rep["auroc"][1], rep["auroc"][2]
+    print(f"init {a.init}, {preset.source.backbone}, {preset.source.steps} steps, seed {a.seed} "
+          f"({time.perf_counter() - t0:.0f}s): easy val macro {rep['auroc'][0]:.3f} [{lo:.3f}, {hi:.3f}]; "
+          f"{per_class}")
+
+
+if __name__ == "__main__":
+    main()
