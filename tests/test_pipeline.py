@@ -77,8 +77,10 @@ def test_hard_test_labels_never_reach_training_or_selection(smoke_root: Path, tm
         # image, so flipped hard labels cannot reach them): only adaptation and selection run here
         shutil.copytree(smoke_root / "cache", tmp_path / tag / "cache")
         db = tmp_path / tag / "s.db"
+        # 8 steps (two checkpoints after step 0) exercise training and selection as well as the smoke's 16
         assert main(["run", "--method", method, "--preset", "smoke", "--store", str(db), "--device",
-                     "cpu", "--easy", str(easy), "--hard", str(hdir), "--quiet", "--precision", "fp32"]) == 0
+                     "cpu", "--easy", str(easy), "--hard", str(hdir), "--quiet", "--precision", "fp32",
+                     "--hp", f"{method}.steps=8"]) == 0
         run = Store(db).runs().iloc[-1]
         m = _metrics(db, run.id)
         steps[tag] = (m[("hard_test", "sel_validator_step")][0], m[("hard_test", "sel_labelled_step")][0],
