@@ -1,7 +1,8 @@
 """The SSL and source stages and their cache.
 
 This module owns the two shared stages every run starts from: the SimCLR encoder and the easy-set
-lens finder built on it. The encoder of the baselines sees easy-train images only, so `source_only`
+lens finder built on it (or, where the task's `source_init` is "scratch", trained from scratch; see
+`stage_start`). The encoder of the baselines sees easy-train images only, so `source_only`
 has seen no hard image at all; an encoder that also saw the hard pool (never the hard test split)
 is self-supervised adaptation and starts the `ssl_joint` method instead.
 Each is cached in `<cache>/<stage>-<key>/`, keyed by a hash of what it saw (the easy set alone for
