@@ -36,6 +36,12 @@ def line(name: str, rep: dict, classes: list[str]) -> str:
     return f"{name}: " + ", ".join(parts)
 
 
+def easy_val_report(model, p, rt: Runtime) -> dict:
+    """Per-class and macro AUROC (with intervals) of a source finder on the easy validation split."""
+    val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
+    return multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), p.classes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="substructure")
@@ -55,9 +61,8 @@ def main() -> None:
     cache = Store(a.store).cache
     *_, model = stage_start(p, a.seed, preset, cache, rt)
     classes = p.classes
-    val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
-    print(line(f"easy val ({len(val)} images, the split the budget was chosen on)",
-               multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), classes), classes))
+    print(line(f"easy val ({len(p.source_val.labels)} images, the split the budget was chosen on)",
+               easy_val_report(model, p, rt), classes))
     fresh = load_domain(preset.data.easy, a.n, a.data_seed, a.datasets_dir, rt, preset.data.workers)
     # the same model input and catalog features as the run, through `score`'s own path
     info = {"bands": p.source.images.shape[1], "task": p.task, "size": p.image_size, "fov": p.fov,

@@ -1,9 +1,9 @@
 """The source stage from the SimCLR encoder against from scratch, on the source's own validation split.
 
 How a task's `source_init` was chosen (`harness/tasks.py`): each call trains one source finder through
-the harness's own stage (`stage_start`: same data, recipe, budget and seed as a run), in its own cache
-folder so no run's cache is touched, and prints the easy-val per-class and macro AUROC. No target label
-or target image is read. Run the two inits side by side, one thread each:
+the harness's own stage (`stage_start`: same data, recipe, budget and seed as a run), in the cache
+folder you name (keep it apart from a run's store), and prints the easy-val per-class and macro
+AUROC. No target label or target image is read. Run the two inits side by side, one thread each:
 
     python -m bench.source_init --init scratch --task substructure --preset demo --datasets-dir D \
         --cache /tmp/init-cache [--backbone tiny] [--steps 8000] [--seed 0] [--threads 1]
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
+from bench.source_holdout import easy_val_report, line
 from harness.config import get_preset
 from harness.domains import prepare_data
-from harness.metrics import multiclass_report
 from harness.stages import stage_start
 from harness.tasks import get_task
-from harness.training import Runtime, infer, resolve_precision
+from harness.training import Runtime, resolve_precision
 
 
 def main() -> None:
@@ -46,14 +46,9 @@ def main() -> None:
     rt = Runtime(device=cpu, precision=resolve_precision(cpu, "auto"), quiet=True, log=print)
     p = prepare_data(preset, a.datasets_dir, rt, a.task)
     t0 = time.perf_counter()
-    *_, model = stage_start(p, a.seed, preset, a.cache / f"{a.init}-{preset.source.backbone}", rt)
-    val = infer(lambda b: model(b.images, b.catalog).float().softmax(-1), p.source_val, 512, rt.autocast)
-    rep = multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), p.classes)
-    per_class = ", ".join(f"{c} {rep['auroc_' + c][0]:.3f}" for c in p.classes)
-    lo, hi = rep["auroc"][1], rep["auroc"][2]
-    print(f"init {a.init}, {preset.source.backbone}, {preset.source.steps} steps, seed {a.seed} "
-          f"({time.perf_counter() - t0:.0f}s): easy val macro {rep['auroc'][0]:.3f} [{lo:.3f}, {hi:.3f}]; "
-          f"{per_class}")
+    *_, model = stage_start(p, a.seed, preset, a.cache, rt)   # stage keys name the init and backbone
+    print(line(f"init {a.init}, {preset.source.backbone}, {preset.source.steps} steps, seed {a.seed} "
+               f"({time.perf_counter() - t0:.0f}s), easy val", easy_val_report(model, p, rt), p.classes))
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ TASKS: dict[str, Task] = {
         # DeepLense's substructure sets are min-max scaled per image (Alexander et al. 2020)
         stretch="minmax",
         # chosen on the source's own validation split, never a target: SimCLR's blur and noise views
-        # teach invariance to the fine arc detail that tells sphere from vort (easy-val macro, seed 0:
-        # tiny 8,000 steps 0.932 from scratch vs 0.915 from the encoder; cnn4 2,500 steps 0.950 vs 0.908)
+        # plausibly teach invariance to the fine arc detail that tells sphere from vort (easy-val
+        # macro, seed 0: tiny 8,000 steps 0.932 from scratch vs 0.915 from the encoder; cnn4 2,500
+        # steps 0.950 vs 0.908)
         source_init="scratch",
         anchor=("published, not re-measured here: Tidball et al. 2021 (arXiv 2112.12121), Model A→B, "
                 "equivariant encoder: source-only 0.8558, "
