@@ -10,6 +10,9 @@ bootstrap intervals next to the easy-val numbers of the same model.
 
     python -m bench.source_holdout --task substructure --preset demo --store STORE \
         --datasets-dir DIR [--seed 0] [--n 1500] [--data-seed 101]
+
+With `--cache C` instead of `--store` it reads a stage trained by `bench.source_init` into the cache C;
+give it the same `--init`, `--backbone` and `--steps` as that call (stage keys name all three).
 """
 
 from __future__ import annotations
@@ -42,23 +45,40 @@ def easy_val_report(model, p, rt: Runtime) -> dict:
     return multiclass_report(p.source_val.labels.cpu().numpy(), val.cpu().numpy(), p.classes)
 
 
+def add_stage_args(ap: argparse.ArgumentParser) -> None:
+    """The source-stage choices a study varies (default: the task's and preset's own)."""
+    ap.add_argument("--init", choices=["ssl", "scratch"], default=None, help="default: the task's")
+    ap.add_argument("--backbone", default=None, help="default: the preset's")
+    ap.add_argument("--steps", type=int, default=None, help="default: the preset's source steps")
+
+
+def stage_preset(a: argparse.Namespace):
+    """The task's preset with the source stage's init, backbone and steps as the arguments say."""
+    preset = get_task(a.task).apply(get_preset(a.preset))
+    changes = {k: v for k, v in (("init", a.init), ("backbone", a.backbone), ("steps", a.steps)) if v}
+    return preset.replace("source", **changes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="substructure")
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--store", type=Path, required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", type=Path, help="a finished run's store: its cached stages")
+    where.add_argument("--cache", type=Path, help="a `bench.source_init` cache folder")
     ap.add_argument("--datasets-dir", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0, help="the run's training seed")
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--data-seed", type=int, default=101)
+    add_stage_args(ap)
     a = ap.parse_args()
-    preset = get_task(a.task).apply(get_preset(a.preset))
+    preset = stage_preset(a)
     if a.data_seed in (preset.data.seed, preset.data.seed + 1):
         raise SystemExit(f"--data-seed {a.data_seed} is one of the run's own data seeds")
     cpu = torch.device("cpu")   # the run's precision on this CPU, so its cached stages are the ones found
     rt = Runtime(device=cpu, precision=resolve_precision(cpu, "auto"), quiet=True, log=lambda m: None)
     p = prepare_data(preset, a.datasets_dir, rt, a.task)
-    cache = Store(a.store).cache
+    cache = a.cache or Store(a.store).cache
     *_, model = stage_start(p, a.seed, preset, cache, rt)
     classes = p.classes
     print(line(f"easy val ({len(p.source_val.labels)} images, the split the budget was chosen on)",

@@ -17,37 +17,31 @@ from pathlib import Path
 
 import torch
 
-from bench.source_holdout import easy_val_report, line
-from harness.config import get_preset
+from bench.source_holdout import add_stage_args, easy_val_report, line, stage_preset
 from harness.domains import prepare_data
 from harness.stages import stage_start
-from harness.tasks import get_task
 from harness.training import Runtime, resolve_precision
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--init", choices=["ssl", "scratch"], required=True)
     ap.add_argument("--task", default="substructure")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--datasets-dir", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True, help="a folder for this study's stages")
-    ap.add_argument("--backbone", default=None, help="default: the preset's")
-    ap.add_argument("--steps", type=int, default=None, help="default: the preset's source steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    add_stage_args(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    preset = get_task(a.task).apply(get_preset(a.preset))
-    changes = {"init": a.init, **({"backbone": a.backbone} if a.backbone else {}),
-               **({"steps": a.steps} if a.steps else {})}
-    preset = preset.replace("source", **changes)
+    preset = stage_preset(a)
     cpu = torch.device("cpu")
     rt = Runtime(device=cpu, precision=resolve_precision(cpu, "auto"), quiet=True, log=print)
     p = prepare_data(preset, a.datasets_dir, rt, a.task)
     t0 = time.perf_counter()
     *_, model = stage_start(p, a.seed, preset, a.cache, rt)   # stage keys name the init and backbone
-    print(line(f"init {a.init}, {preset.source.backbone}, {preset.source.steps} steps, seed {a.seed} "
+    src = preset.source
+    print(line(f"init {src.init}, {src.backbone}, {src.steps} steps, seed {a.seed} "
                f"({time.perf_counter() - t0:.0f}s), easy val", easy_val_report(model, p, rt), p.classes))
 
 
