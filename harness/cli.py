@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="target domain: card name/path or an image-set folder (default: preset's)")
         r.add_argument("--backbone",
                        help="small | tiny | cnn4 | resnet18 | resnet50 | equivariant (default: preset's)")
+        r.add_argument("--source-steps", type=_positive_int,
+                       help="the source finder's training steps, which the oracle and ssl_joint's finder "
+                            "share (default: the preset's, as the task sets it)")
         r.add_argument("--no-catalog", action="store_true", help="image branch only (no catalog features)")
         r.add_argument("--allow-column", action="append", default=[], metavar="COLUMN",
                        help="let a catalog column through the leak guard (single-feature AUROC > 0.99); "

@@ -51,6 +51,8 @@ def _options(a: argparse.Namespace):
         preset = preset.replace("data", **changes)
     if a.backbone:   # a comma list is a sweep axis (`_targets`); the first one is the default
         preset = preset.replace("source", backbone=_backbones(a.backbone)[0])
+    if a.source_steps:
+        preset = preset.replace("source", steps=a.source_steps)
     if a.no_catalog:
         preset = preset.replace("source", use_catalog=False)
     if a.allow_column:

@@ -237,6 +237,11 @@ def jobs_not_a_number(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--jobs", "many"]
 
 
+@case("--source-steps: must be > 0")
+def zero_source_steps(tmp: Path) -> list[str]:
+    return ["run", "--method", "source_only", "--preset", "smoke", "--source-steps", "0"]
+
+
 @case("--seeds takes")
 def seeds_not_integers(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--seeds", "a,b"]
