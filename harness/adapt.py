@@ -110,6 +110,10 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
         src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
         with autocast():
             logs = method.update(src, tgt, step)
+        if bad := next((k for k, v in logs.items() if not np.isfinite(v)), None):
+            # stop here, with the step: a diverged model would go on to score NaNs at its checkpoints
+            raise FloatingPointError(f"{type(method).name}: training diverged at step {step + 1} "
+                                     f"({bad} = {logs[bad]})")
         sched.step()
         bar.update()
         if step % 10 == 0 or step == steps - 1:
@@ -118,7 +122,4 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
         if step + 1 in at:
             cks.append(checkpoint(method, pool, labelled, step + 1, eval_bs, autocast))
     bar.close()
-    for v in logs.values():
-        if not np.isfinite(v):
-            raise FloatingPointError(f"{type(method).name}: training diverged (a loss is {v})")
     return cks

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from method_fixtures import STEPS, batches, run_method, start
+from method_fixtures import STEPS, batches, domain, run_method, start
 
 from harness.api import scalars
 from harness.neighbours import faiss_available, knn_search
@@ -221,3 +221,24 @@ def test_update_under_bf16_autocast(name: str) -> None:
         with ctx.autocast():
             out = method.update(src, tgt, step)
         assert all(torch.isfinite(torch.tensor(v)) for v in out.values()), out
+
+
+def test_a_non_finite_loss_stops_the_loop_at_its_step() -> None:
+    """The harness's loop checks every step's logged losses, not only the last step's: a model that
+    went to NaN mid-run must not go on to be scored (or selected) at a checkpoint."""
+    import contextlib
+
+    from harness.adapt import adapt
+    from harness.config import AdaptConfig
+
+    method, ctx = start("dann")
+    update = method.update
+
+    def nan_at_third_step(src, tgt, step):   # the weights stay finite: only the logged loss is NaN
+        logs = update(src, tgt, step)
+        return {**logs, "loss": float("nan")} if step == 2 else logs
+
+    method.update = nan_at_third_step
+    with pytest.raises(FloatingPointError, match=r"dann: training diverged at step 3 \(loss = nan\)"):
+        adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5), AdaptConfig(checkpoints=2),
+              contextlib.nullcontext, quiet=True)
