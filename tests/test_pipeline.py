@@ -55,12 +55,12 @@ def test_source_steps_set_the_source_and_oracle_budget(smoke_root: Path, tmp_pat
                                                       capsys: pytest.CaptureFixture) -> None:
     shutil.copytree(smoke_root / "cache", tmp_path / "cache")   # the preset's 40-step stage is there
     db = tmp_path / "s.db"
-    assert main(["run", "--method", "oracle", "--source-steps", "12", "--preset", "smoke",
+    assert main(["run", "--method", "oracle", "--source-steps", "2", "--preset", "smoke",
                  "--store", str(db), "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "ssl: reusing cached encoder" in out and "source: trained lens finder" in out   # a new stage
     (config,) = Store(db).runs()["config"]
-    assert json.loads(config)["preset"]["source"]["steps"] == 12   # the oracle's budget is the source's
+    assert json.loads(config)["preset"]["source"]["steps"] == 2   # the oracle's budget is the source's
 
 
 def _copy_with_shuffled_test_labels(src: Path, dst: Path, seed: int) -> None:
