@@ -59,8 +59,10 @@ def test_source_steps_set_the_source_and_oracle_budget(smoke_root: Path, tmp_pat
                  "--store", str(db), "--datasets-dir", str(smoke_root / "ds"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "ssl: reusing cached encoder" in out and "source: trained lens finder" in out   # a new stage
-    (config,) = Store(db).runs()["config"]
-    assert json.loads(config)["preset"]["source"]["steps"] == 2   # the oracle's budget is the source's
+    (run_id, config), = Store(db).runs()[["id", "config"]].itertuples(index=False)
+    assert json.loads(config)["preset"]["source"]["steps"] == 2
+    checkpoints = json.loads((tmp_path / run_id / "checkpoints.json").read_text())
+    assert max(c["step"] for c in checkpoints) == 2   # the oracle trained the source's budget
 
 
 def _copy_with_shuffled_test_labels(src: Path, dst: Path, seed: int) -> None:
