@@ -34,15 +34,29 @@ def assert_consistent(db: Path, resumed: bool = True) -> None:
         assert not resumed or dup.fetchall() == []
 
 
-def test_sigkill_at_random_points_then_resume_gives_exactly_the_planned_runs(tmp_path: Path) -> None:
+def _kill_after(p: subprocess.Popen, marker: str, delay: float) -> str:
+    """Read the command's output until a line holds `marker`, let it run `delay` s more, then SIGKILL its
+    process group; returns its output. (Fixed delays would land in Python's imports on a busy machine.)"""
+    seen = []
+    for line in p.stdout:   # text mode: tqdm's carriage returns end lines too
+        seen.append(line)
+        if marker in line:
+            break
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGKILL)
+    log = "".join(seen) + p.communicate()[0]
+    assert marker in log, log   # killed where this test says, not after the command ended
+    return log
+
+
+def test_sigkill_at_three_stages_then_resume_gives_exactly_the_planned_runs(tmp_path: Path) -> None:
     args = ["sweep", "--resume", "--method", "source_only,target_labelled", "--seeds", "0",
             "--store", "s.db", "--datasets-dir", "ds", "--preset", "smoke", "--device", "cpu"]
     logs = []
-    for delay in (3.0, 7.0, 12.0):   # through data generation, SSL, source training and the runs
-        p = _cli(args, tmp_path)
-        time.sleep(delay)
-        os.killpg(p.pid, signal.SIGKILL)
-        logs.append(p.communicate()[0])
+    # during data generation, during source training (the encoder is cached), between the two runs
+    for marker, delay in (("data: generating easy", 1.0), ("ssl: trained encoder", 0.3),
+                          ("hard-test AUROC", 0.0)):
+        logs.append(_kill_after(_cli(args, tmp_path), marker, delay))
         if (tmp_path / "s.db").exists():
             assert_consistent(tmp_path / "s.db")
     p = _cli(args, tmp_path)
