@@ -94,9 +94,6 @@ def _methods_arg(spec: str) -> list[str]:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from harness.pipeline import run
-    from harness.progress import RunBar
-
     if a.task == "ssl-real":   # its three arms are the protocol, not adaptation methods
         if a.method not in ("all", None) or a.suite:
             raise BadInput("--task ssl-real runs its own three arms (linear_probe, finetune, scratch): "
@@ -104,6 +101,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         methods = []
     else:
         methods = _methods_arg(a.method)
+    from harness.pipeline import run  # after the names are checked: a typo is refused ~3 s sooner
+    from harness.progress import RunBar
+
     created = [p for p in (a.store.parent, a.store) if not p.exists()]
     bar = None
     try:
