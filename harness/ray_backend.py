@@ -125,7 +125,11 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
     p = prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)
     gpus = settings.gpus_per_job if settings.gpus_per_job is not None else float(opts.device.type == "cuda")
     quiet_imports = {"PYTHONWARNINGS": "ignore:pkg_resources is deprecated"}   # torchmetrics, at import
+    # Ray ends a worker after one GPU task by default (max_calls=1): a CUDA context stays bound to the
+    # GPU it first saw. Runs on a CPU hold GPUs only as placement (fake GPUs in the tests) and start no
+    # CUDA, so their workers are kept (0: no limit) and import the harness once, not once per run.
     remote = ray.remote(num_cpus=settings.cpus_per_job, num_gpus=gpus, max_retries=0,
+                        max_calls=1 if opts.device.type == "cuda" else 0,
                         runtime_env={"env_vars": quiet_imports})(_job)
     joint = any(get_method(m).start == "source_joint" for m in methods)
     todo = [(m, s) for s in seeds for m in methods]
