@@ -2,11 +2,13 @@
 
 Small CNNs use a CPU core badly from two threads: on a 2-core EPYC two one-thread processes train
 ~1.6x more images/s than one two-thread process (bench/RESULTS.md). So `run --jobs N` splits the
-cores among N spawned workers. It works in two phases so no stage is computed twice:
+cores among N worker processes. It works in two phases so no stage is computed twice:
 1. the shared stages (SSL encoder + source model; the joint ones when a method starts from them),
    one job per seed and kind, written to the stage cache;
 2. every (method, seed) run, which then only reads the cache.
-Workers write their own run folder and store row (SQLite in WAL mode on a local disk takes
+Workers fork from a server that imported the harness once (`forkserver`; `spawn` where there is no
+fork), so each one starts in a moment rather than paying ~10 s of imports, and a sweep's later pools
+reuse the server. Workers write their own run folder and store row (SQLite in WAL mode on a local disk takes
 concurrent writers); their log lines come back to the driver, which prints them above one
 progress bar of done / running / failed runs (`harness.progress`).
 """
@@ -68,6 +70,16 @@ def _prepared(spec: Spec, opts) -> Prepared:
     return _PREPARED[key]
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """A fork server with the heavy imports done (the server itself never computes, so no thread pool
+    is running when it forks); `spawn` on platforms without fork."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["harness.preload"])
+    return ctx
+
+
 def _init(threads: int) -> None:
     import warnings
 
@@ -120,7 +132,7 @@ def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_don
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kinds = sorted({get_method(m).start == "source_joint" for m in methods})
     say = (lambda line: None) if opts.quiet else tqdm.write
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=_context(),
                                   initializer=_init, initargs=(threads,))
     try:
         stages = [pool.submit(_stages, spec, s, joint) for s in seeds for joint in kinds]

@@ -1,0 +1,16 @@
+"""The imports every local worker needs, done once in `harness.parallel`'s fork server before it forks
+the workers: torch and the pipeline (scikit-learn), `torch._dynamo` (every torch optimiser imports it
+when it is built) and pytorch-adapt's validators (label-free selection); about 10 s of CPU on a 2-core
+machine that each spawned worker used to pay. Imports only: a process that forks must not have started
+thread pools."""
+
+import warnings
+
+warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")   # as `harness.cli`
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+
+import pytorch_adapt.validators  # noqa: F401
+import torch._dynamo  # noqa: F401
+
+import harness.pipeline
+import harness.stages  # noqa: F401
