@@ -113,7 +113,7 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(n_easy=240, n_hard=320, workers=1),
         ssl=SSLConfig(steps=15, batch_size=64),
         source=SourceConfig(steps=40, batch_size=64, backbone="tiny"),
-        adapt=AdaptConfig(steps=16, batch_size=64, checkpoints=2),
+        adapt=AdaptConfig(steps=16, batch_size=32, checkpoints=2),
         n_boot=200,
     ),
     # The default: the full comparison (every method x 5 seeds) in under 15 minutes on 2 CPU cores
