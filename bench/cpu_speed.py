@@ -9,7 +9,12 @@
 4. allocator: the tiny step in a fresh single-thread process with glibc's defaults against one that
    keeps freed memory (`harness.training.keep_freed_memory`);
 5. bootstrap: a 1,000-resample AUROC interval from one sort (`harness.metrics.auroc_ci`) against a
-   loop of scikit-learn `roc_auc_score` calls.
+   loop of scikit-learn `roc_auc_score` calls;
+6. worker start: a pool of one worker per core until each has done a worker's first imports (the
+   pipeline, an optimiser, the validators), spawned against forked from `harness.parallel`'s
+   preloaded fork server: the first pool (the server starts too), then a second pool in the same
+   driver (a sweep's next card); wall seconds and the machine's busy CPU seconds (/proc/stat, so
+   run it on an idle machine).
 
     python -m bench.cpu_speed [--steps 30] [--batch 96]
 
@@ -66,6 +71,37 @@ def _step_rate(backbone: str, batch: int, steps: int, threads: int, channels_las
 
 def _worker(args: tuple) -> float:
     return _step_rate(*args)
+
+
+def _first_imports(_: int) -> int:
+    """What a pool worker does before its first run: import the pipeline, build an optimiser (torch
+    imports `torch._dynamo` then), import the validators."""
+    from harness.api import adamw
+    from harness.pipeline import run_method  # noqa: F401
+    from harness.registry import all_methods
+
+    adamw([torch.zeros(1, requires_grad=True)], torch.device("cpu"), 1e-3)
+    all_methods()
+    import pytorch_adapt.validators  # noqa: F401
+
+    return os.getpid()
+
+
+def _busy_cpu() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all processes: the fork server too)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
+
+
+def _pool_start(ctx, cores: int) -> tuple[float, float]:
+    """(wall s, busy CPU s) for a fresh pool of `cores` workers to finish their first imports."""
+    import concurrent.futures as cf
+
+    t, c = time.perf_counter(), _busy_cpu()
+    with cf.ProcessPoolExecutor(cores, mp_context=ctx) as pool:
+        list(pool.map(_first_imports, range(cores)))
+    return time.perf_counter() - t, _busy_cpu() - c
 
 
 def _timed(fn, n: int = 5) -> float:
@@ -128,6 +164,16 @@ def main(argv: list[str] | None = None) -> None:
 
     rows.append(("AUROC interval, 1,000 resamples of 1,000 images: one sort vs sklearn loop (s)",
                  _timed(loop, 1), _timed(lambda: auroc_ci(yb, sb), 3)))
+
+    from harness.parallel import worker_context
+
+    spawn = [_pool_start(ctx, cores) for _ in range(2)]
+    fork = [_pool_start(worker_context(), cores) for _ in range(2)]   # the server starts with the first pool
+    for k, which in enumerate(("first", "second")):
+        rows.append((f"worker start, {which} pool of {cores}: fork server vs spawn (wall s)", spawn[k][0],
+                     fork[k][0]))
+        rows.append((f"worker start, {which} pool of {cores}: fork server vs spawn (busy CPU s)",
+                     spawn[k][1], fork[k][1]))
 
     from harness.training import cpu_has_bf16
 

@@ -70,7 +70,7 @@ def _prepared(spec: Spec, opts) -> Prepared:
     return _PREPARED[key]
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.BaseContext:
     """A fork server with the heavy imports done (the server itself never computes, so no thread pool
     is running when it forks); `spawn` on platforms without fork."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -132,7 +132,7 @@ def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_don
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kinds = sorted({get_method(m).start == "source_joint" for m in methods})
     say = (lambda line: None) if opts.quiet else tqdm.write
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=_context(),
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=worker_context(),
                                   initializer=_init, initargs=(threads,))
     try:
         stages = [pool.submit(_stages, spec, s, joint) for s in seeds for joint in kinds]
