@@ -111,7 +111,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         data=DataConfig(n_easy=240, n_hard=320, workers=1),
-        ssl=SSLConfig(steps=15, batch_size=64),
+        ssl=SSLConfig(steps=15, batch_size=32),
         source=SourceConfig(steps=40, batch_size=64, backbone="tiny"),
         adapt=AdaptConfig(steps=16, batch_size=32, checkpoints=2),
         n_boot=200,
