@@ -12,7 +12,10 @@ the macro one-vs-rest AUROC is used, as in the tables.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -51,16 +54,38 @@ class Paired:
         return bool(np.isfinite(self.low) and (self.low > 0 or self.high < 0))
 
 
+@lru_cache(maxsize=16)
 def _draws(n_seeds: int, n: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image multiplicities (B, n) and seed picks (B, S): one draw shared by every method compared."""
+    """Image multiplicities (B, n) and seed picks (B, S): one draw shared by every method compared
+    (cached, read-only: a report draws the same ones for every comparison of a card)."""
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
-    return counts, rng.integers(0, n_seeds, (n_boot, n_seeds))
+    picks = rng.integers(0, n_seeds, (n_boot, n_seeds))
+    counts.flags.writeable = picks.flags.writeable = False
+    return counts, picks
 
 
-def _per_draw(labels: np.ndarray, runs: np.ndarray, counts: np.ndarray, picks: np.ndarray) -> np.ndarray:
+_SEED_DRAWS: OrderedDict[tuple, np.ndarray] = OrderedDict()   # at most 4,096 x (B,) floats
+
+
+def _seed_draws(labels: np.ndarray, scores: np.ndarray, n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """One seed's AUROC under every draw's image multiplicities, (B,); memoised by content (digests),
+    because a report compares each run with its baseline, control and oracle, and those references
+    with every method: the same (scores, draws) pairs come back many times."""
+    digest = lambda a: hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8), digest_size=16).digest()
+    key = (digest(labels), labels.dtype.str, digest(scores), scores.shape, n_seeds, n_boot, seed)
+    if key not in _SEED_DRAWS:
+        _SEED_DRAWS[key] = headline_auroc(labels, scores, _draws(n_seeds, scores.shape[0], n_boot, seed)[0])
+        if len(_SEED_DRAWS) > 4096:
+            _SEED_DRAWS.popitem(last=False)
+    return _SEED_DRAWS[key]
+
+
+def _per_draw(labels: np.ndarray, runs: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Mean over the picked seeds of each draw's AUROC: (B,)."""
-    per_seed = np.stack([headline_auroc(labels, r, counts) for r in runs])      # (S, B)
+    picks = _draws(runs.shape[0], runs.shape[1], n_boot, seed)[1]
+    per_seed = np.stack([_seed_draws(labels, np.asarray(r, dtype=np.float64), len(runs), n_boot, seed)
+                         for r in runs])      # (S, B)
     return per_seed[picks, np.arange(len(picks))[:, None]].mean(1)
 
 
@@ -90,8 +115,7 @@ def paired_delta(labels: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int =
     labels, a, b = np.asarray(labels), np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     _check(labels, a, b)
     per_seed = np.array([headline_auroc(labels, x) - headline_auroc(labels, y) for x, y in zip(a, b)])
-    counts, picks = _draws(a.shape[0], a.shape[1], n_boot, seed)
-    lo, hi = _interval(_per_draw(labels, a, counts, picks) - _per_draw(labels, b, counts, picks), level)
+    lo, hi = _interval(_per_draw(labels, a, n_boot, seed) - _per_draw(labels, b, n_boot, seed), level)
     return Paired(float(np.mean(per_seed)), lo, hi, per_seed)
 
 
@@ -108,10 +132,9 @@ def gap_closed(labels: np.ndarray, method: np.ndarray, base: np.ndarray, oracle:
     _check(labels, m, b, o)
     gap = paired_delta(labels, o, b, n_boot=n_boot, seed=seed, level=level)
     point = float(paired_delta(labels, m, b, n_boot=1, seed=seed).delta / gap.delta) if gap.delta else np.nan
-    counts, picks = _draws(m.shape[0], m.shape[1], n_boot, seed)
-    ab = _per_draw(labels, b, counts, picks)
-    den = _per_draw(labels, o, counts, picks) - ab
+    ab = _per_draw(labels, b, n_boot, seed)
+    den = _per_draw(labels, o, n_boot, seed) - ab
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratios = (_per_draw(labels, m, counts, picks) - ab) / np.where(den != 0, den, np.nan)
+        ratios = (_per_draw(labels, m, n_boot, seed) - ab) / np.where(den != 0, den, np.nan)
     lo, hi = _interval(ratios, level)
     return point, lo, hi, bool(gap.significant and gap.low > 0)

@@ -91,3 +91,22 @@ def test_bootstrap_weights_equal_resampling() -> None:
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError, match="same shape"):
         paired_delta(np.zeros(4), np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_memoised_draws_follow_the_scores_not_the_array() -> None:
+    """The per-seed draws are memoised by content: an array changed in place is scored afresh, and a
+    memoised result equals a cold one."""
+    from harness.report import paired
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    a, b = rng.normal(size=(3, 300)) + y, rng.normal(size=(3, 300)) + 0.5 * y
+    warm = paired.paired_delta(y, a, b, n_boot=200)
+    again = paired.paired_delta(y, a, b, n_boot=200)
+    paired._SEED_DRAWS.clear()
+    paired._draws.cache_clear()
+    cold = paired.paired_delta(y, a, b, n_boot=200)
+    assert (warm.low, warm.high) == (again.low, again.high) == (cold.low, cold.high)
+    b[:, y == 1] += 2.0          # in place: same array object, other scores
+    changed = paired.paired_delta(y, a, b, n_boot=200)
+    assert changed.high < warm.low and changed.delta < warm.delta
