@@ -54,7 +54,7 @@ class Paired:
         return bool(np.isfinite(self.low) and (self.low > 0 or self.high < 0))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)   # (B, n) integers each: a report needs a card's draws, and gap_closed's B = 1
 def _draws(n_seeds: int, n: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image multiplicities (B, n) and seed picks (B, S): one draw shared by every method compared
     (cached, read-only: a report draws the same ones for every comparison of a card)."""
