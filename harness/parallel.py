@@ -8,9 +8,9 @@ cores among N worker processes. It works in two phases so no stage is computed t
 2. every (method, seed) run, which then only reads the cache.
 Workers fork from a server that imported the harness once (`forkserver`; `spawn` where there is no
 fork), so each one starts in a moment rather than paying ~10 s of imports, and a sweep's later pools
-reuse the server. Workers write their own run folder and store row (SQLite in WAL mode on a local disk takes
-concurrent writers); their log lines come back to the driver, which prints them above one
-progress bar of done / running / failed runs (`harness.progress`).
+reuse the server. Workers write their own run folder and store row (SQLite in WAL mode on a local
+disk takes concurrent writers); their log lines come back to the driver, which prints them above
+one progress bar of done / running / failed runs (`harness.progress`).
 """
 
 from __future__ import annotations

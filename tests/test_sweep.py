@@ -91,7 +91,7 @@ def test_done_is_the_latest_ok_run_of_that_key_only(tmp_path: Path) -> None:
 
 
 def test_parallel_jobs_give_the_same_runs_as_one_process(smoke_root: Path, tmp_path: Path) -> None:
-    # two spawned workers (one thread each, one run each) vs in-process on one thread: same run keys and
+    # two pool workers (one thread each, one run each) vs in-process on one thread: same run keys and
     # the same hard-test AUROCs, exactly. (A different thread count alone reorders float reductions in
     # training and can move a smoke AUROC by a few test-image pairs, so the in-process run uses one thread
     # too.) Both read seed 0's cached stages: concurrent stage training is `test_faults`'s.
