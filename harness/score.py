@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,15 @@ def _check(s: imageset.ImageSet, info: dict) -> None:
                        f"{info['size']}x{info['size']} of run {info['run']}")
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over `a` without a copy. Unstretched stamps (the CUDA path) can be a view of the
+    read-only memory map; the tensor is only read (copied to the device), so torch's warning that it
+    could write to such an array does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
 @torch.no_grad()
 def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, chunk: int = 4096,
               batch: int = 512) -> pd.DataFrame:
@@ -90,8 +100,8 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
     on_device = rt.device.type == "cuda" and task.stretch == "asinh"   # the stretch runs on the GPU
     for lo in range(0, n, chunk):
-        x = torch.from_numpy(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk),
-                                         stretch=not on_device))
+        x = _tensor(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk),
+                                stretch=not on_device))
         if on_device:
             x = normalise_torch(x.to(rt.device, non_blocking=True))
         c = torch.from_numpy(feats[lo:lo + chunk])

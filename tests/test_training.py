@@ -110,6 +110,28 @@ def test_runtime_needs_a_resolved_precision() -> None:
         Runtime(torch.device("cpu"), "auto")
 
 
+def test_a_cuda_runtime_sets_cudnn_for_its_precision_and_determinism() -> None:
+    """fp32 turns cuDNN's TF32 off (bf16 leaves it on); autotuning follows --deterministic. Only the
+    process-wide flags are set, so this runs without a GPU."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.allow_tf32, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    try:
+        torch.use_deterministic_algorithms(False)
+        Runtime(torch.device("cuda"), "fp32")
+        assert (cudnn.allow_tf32, cudnn.benchmark) == (False, True)
+        Runtime(torch.device("cuda"), "bf16")
+        assert (cudnn.allow_tf32, cudnn.benchmark) == (True, True)
+        torch.use_deterministic_algorithms(True)
+        Runtime(torch.device("cuda"), "fp32")
+        assert cudnn.benchmark is False
+        cudnn.allow_tf32 = True
+        Runtime(torch.device("cpu"), "fp32")   # a CPU runtime leaves cuDNN alone
+        assert cudnn.allow_tf32 is True
+    finally:
+        cudnn.allow_tf32, cudnn.benchmark = saved[:2]
+        torch.use_deterministic_algorithms(saved[2])
+
+
 def test_blur_equals_a_reflect_padded_separable_gaussian_conv() -> None:
     # the matmul blur must be the depthwise convolution it replaces, edges (reflection) included
     import torch.nn.functional as F

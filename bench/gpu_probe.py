@@ -1,0 +1,131 @@
+"""Where the harness's DANN step loses to the bare backbone on a GPU, and what the kNN search costs:
+A/B measurements in one process, each against its own baseline, printed as JSON lines.
+
+    python -m bench.gpu_probe [--backbones small,resnet18] [--device auto] [--smoke]
+
+- `cudnn`: the harness `dann` step and the bare backbone with cuDNN autotuning off, then on (the
+  setting `harness.training.configure_cuda` now makes), then off again (so drift shows);
+- `sync`: the `dann` step as it runs (its logged values read back every step, one device sync) and with
+  the read-back left out (`scalars` returning the device tensors), to price that sync;
+- `knn`: the torch kNN at a 1M bank for 256 queries, split into its matmul and its top-k, and whole
+  at three query-chunk sizes (exact in every case: only the chunking changes);
+- `profile`: torch.profiler's top kernels over 10 `dann` steps, with CPU and CUDA time per step.
+
+A diagnostic for bench/RESULTS.md, not a goal row of `bench/gpu.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from bench.gpu_step import bare_backbone_rate, dann_method, synthetic_domain, time_steps
+
+
+def emit(**row: object) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def cudnn_ab(backbones: list[str], dev: torch.device, prec: str, n: int, batch: int, timing: tuple) -> None:
+    src = synthetic_domain(n, 64, dev, labels=True, seed=1)
+    tgt = synthetic_domain(n, 64, dev, labels=False, seed=2)
+    for bb in backbones:
+        for bench_on in (False, True, False):
+            torch.backends.cudnn.benchmark = bench_on
+            _, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
+            per_step, _ = time_steps(step, dev, *timing)
+            bare = bare_backbone_rate(bb, batch, 64, dev, prec, *timing)
+            emit(probe="cudnn", backbone=bb, benchmark=bench_on, harness_img_s=2 * batch / per_step,
+                 bare_img_s=bare, ratio=2 * batch / per_step / bare)
+        torch.backends.cudnn.benchmark = True
+        for lazy in (False, True, False):
+            import methods._adversarial as adv
+
+            saved = adv.scalars
+            if lazy:
+                adv.scalars = lambda **v: v   # the logged values stay on the device: no sync
+            try:
+                _, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
+                per_step, _ = time_steps(step, dev, *timing)
+            finally:
+                adv.scalars = saved
+            emit(probe="sync", backbone=bb, readback=not lazy, harness_img_s=2 * batch / per_step)
+
+
+def knn_ab(dev: torch.device, bank_n: int, queries: int, timing: tuple) -> None:
+    import harness.neighbours as nb
+
+    g = torch.Generator(device=dev).manual_seed(0)
+    bank = F.normalize(torch.randn(bank_n, 128, device=dev, generator=g), dim=1)
+    q = F.normalize(torch.randn(queries, 128, device=dev, generator=g), dim=1)
+    scores = q @ bank.T
+    mm, _ = time_steps(lambda: q @ bank.T, dev, *timing)
+    tk, _ = time_steps(lambda: torch.topk(scores, 7, dim=1), dev, *timing)
+    emit(probe="knn_parts", bank=bank_n, queries=queries, matmul_ms=1e3 * mm, topk_ms=1e3 * tk)
+    ref = nb._torch_knn(q, bank, 7)[1]
+    saved = nb._TORCH_SCORE_ELEMS
+    try:
+        for elems in (1 << 26, 1 << 28, 1 << 30):
+            nb._TORCH_SCORE_ELEMS = elems
+            s, _ = time_steps(lambda: nb._torch_knn(q, bank, 7), dev, *timing)
+            same = bool(torch.equal(nb._torch_knn(q, bank, 7)[1], ref))
+            emit(probe="knn_chunk", elems=elems, queries_per_chunk=max(1, elems // bank_n), ms=1e3 * s,
+                 same_neighbours=same)
+    finally:
+        nb._TORCH_SCORE_ELEMS = saved
+
+
+def profile(bb: str, dev: torch.device, prec: str, n: int, batch: int) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    src = synthetic_domain(n, 64, dev, labels=True, seed=1)
+    tgt = synthetic_domain(n, 64, dev, labels=False, seed=2)
+    _, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
+    for _ in range(5):
+        step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with prof(activities=acts) as p:
+        for _ in range(10):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(f"# profile dann {bb}, 10 steps of {batch}+{batch}", flush=True)
+    print(p.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", default="small,resnet18")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU check of the code paths)")
+    a = ap.parse_args(argv)
+    from harness.training import configure_cuda, resolve_device, resolve_precision
+
+    dev = resolve_device(a.device)
+    prec = resolve_precision(dev)
+    if dev.type == "cuda":
+        configure_cuda(prec)
+    backbones = a.backbones.split(",")
+    if a.smoke:
+        n, batch, bank, queries, timing = 32, 8, 5000, 8, (0, 0.0, 2, 2)
+    else:
+        n, batch, bank, queries, timing = 4096, 256, 1_000_000, 256, (5, 1.5, 10, 300)
+    emit(probe="env", device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+         torch=torch.__version__, precision=prec)
+    for name, fn in (("cudnn", lambda: cudnn_ab(backbones, dev, prec, n, batch, timing)),
+                     ("knn", lambda: knn_ab(dev, bank, queries, timing)),
+                     ("profile", lambda: profile(backbones[0], dev, prec, n, batch))):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - one probe's failure must not cost the others
+            print(f"# {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
