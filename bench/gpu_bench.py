@@ -47,8 +47,8 @@ def _write(path: Path, data: dict) -> None:
 
 
 def _device(spec: str) -> tuple:
-    """The device and precision a run would get, with the cuDNN settings a harness `Runtime` makes
-    there, so the harness step, the stock loop and the bare backbone are timed under the same ones."""
+    """The device and precision a run would get, with the cuDNN setting a harness `Runtime` makes
+    there, so the harness step, the stock loop and the bare backbone are timed under the same one."""
     from harness.training import configure_cuda, resolve_device, resolve_precision
 
     dev = resolve_device(spec)

@@ -3,8 +3,8 @@ A/B measurements in one process, each against its own baseline, printed as JSON 
 
     python -m bench.gpu_probe [--backbones small,resnet18] [--device auto] [--smoke]
 
-- `cudnn`: the harness `dann` step and the bare backbone with cuDNN autotuning off, then on (the
-  setting `harness.training.configure_cuda` now makes), then off again (so drift shows);
+- `cudnn`: the harness `dann` step and the bare backbone with cuDNN autotuning off (the harness's
+  setting), then on, then off again (so drift shows);
 - `sync`: the `dann` step as it runs (its logged values read back every step, one device sync) and with
   the read-back left out (`scalars` returning the device tensors), to price that sync;
 - `knn`: the torch kNN at a 1M bank for 256 queries, split into its matmul and its top-k, and whole
@@ -41,7 +41,7 @@ def cudnn_ab(backbones: list[str], dev: torch.device, prec: str, n: int, batch: 
             bare = bare_backbone_rate(bb, batch, 64, dev, prec, *timing)
             emit(probe="cudnn", backbone=bb, benchmark=bench_on, harness_img_s=2 * batch / per_step,
                  bare_img_s=bare, ratio=2 * batch / per_step / bare)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = False
         for lazy in (False, True, False):
             import methods._adversarial as adv
 
@@ -67,16 +67,17 @@ def knn_ab(dev: torch.device, bank_n: int, queries: int, timing: tuple) -> None:
     tk, _ = time_steps(lambda: torch.topk(scores, 7, dim=1), dev, *timing)
     emit(probe="knn_parts", bank=bank_n, queries=queries, matmul_ms=1e3 * mm, topk_ms=1e3 * tk)
     ref = nb._torch_knn(q, bank, 7)[1]
-    saved = nb._TORCH_SCORE_ELEMS
+    cap = "_TORCH_SCORE_ELEMS_CUDA" if dev.type == "cuda" else "_TORCH_SCORE_ELEMS"
+    saved = getattr(nb, cap)
     try:
         for elems in (1 << 26, 1 << 28, 1 << 30):
-            nb._TORCH_SCORE_ELEMS = elems
+            setattr(nb, cap, elems)
             s, _ = time_steps(lambda: nb._torch_knn(q, bank, 7), dev, *timing)
             same = bool(torch.equal(nb._torch_knn(q, bank, 7)[1], ref))
             emit(probe="knn_chunk", elems=elems, queries_per_chunk=max(1, elems // bank_n), ms=1e3 * s,
                  same_neighbours=same)
     finally:
-        nb._TORCH_SCORE_ELEMS = saved
+        setattr(nb, cap, saved)
 
 
 def profile(bb: str, dev: torch.device, prec: str, n: int, batch: int) -> None:

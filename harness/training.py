@@ -95,14 +95,13 @@ def autocast_factory(device: torch.device, precision: str) -> Autocast:
 
 
 def configure_cuda(precision: str) -> None:
-    """cuDNN's process-wide settings for a CUDA runtime (called by every `Runtime` on CUDA).
+    """cuDNN's process-wide precision for a CUDA runtime (called by every `Runtime` on CUDA).
 
     fp32 means IEEE fp32: cuDNN's default TF32 tensor-core maths is turned off for it (on an H200 it
-    moved smoke scores by 1.5e-3 against the CPU's fp32; bf16 runs keep it for their fp32 ops). cuDNN
-    autotunes convolution algorithms for the fixed shapes every stage feeds, unless deterministic
-    kernels were asked for (`--deterministic` pins them)."""
+    moved smoke scores by 1.5e-3 against the CPU's fp32); bf16 runs keep it for their fp32 ops.
+    cuDNN autotuning (`cudnn.benchmark`) stays off: on the H200 it changed the DANN step by 1-2%,
+    within run-to-run drift (`python -m bench.gpu_probe`, bench/RESULTS.md)."""
     torch.backends.cudnn.allow_tf32 = precision != "fp32"
-    torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
 
 
 @dataclass(frozen=True)

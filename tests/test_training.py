@@ -110,26 +110,21 @@ def test_runtime_needs_a_resolved_precision() -> None:
         Runtime(torch.device("cpu"), "auto")
 
 
-def test_a_cuda_runtime_sets_cudnn_for_its_precision_and_determinism() -> None:
-    """fp32 turns cuDNN's TF32 off (bf16 leaves it on); autotuning follows --deterministic. Only the
-    process-wide flags are set, so this runs without a GPU."""
+def test_a_cuda_runtime_turns_tf32_off_for_fp32_only() -> None:
+    """fp32 turns cuDNN's TF32 off, bf16 leaves it on, a CPU runtime leaves it alone. Only the
+    process-wide flag is set, so this runs without a GPU."""
     cudnn = torch.backends.cudnn
-    saved = (cudnn.allow_tf32, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    saved = cudnn.allow_tf32
     try:
-        torch.use_deterministic_algorithms(False)
         Runtime(torch.device("cuda"), "fp32")
-        assert (cudnn.allow_tf32, cudnn.benchmark) == (False, True)
+        assert cudnn.allow_tf32 is False
         Runtime(torch.device("cuda"), "bf16")
-        assert (cudnn.allow_tf32, cudnn.benchmark) == (True, True)
-        torch.use_deterministic_algorithms(True)
-        Runtime(torch.device("cuda"), "fp32")
-        assert cudnn.benchmark is False
-        cudnn.allow_tf32 = True
-        Runtime(torch.device("cpu"), "fp32")   # a CPU runtime leaves cuDNN alone
         assert cudnn.allow_tf32 is True
+        cudnn.allow_tf32 = False
+        Runtime(torch.device("cpu"), "bf16")
+        assert cudnn.allow_tf32 is False
     finally:
-        cudnn.allow_tf32, cudnn.benchmark = saved[:2]
-        torch.use_deterministic_algorithms(saved[2])
+        cudnn.allow_tf32 = saved
 
 
 def test_blur_equals_a_reflect_padded_separable_gaussian_conv() -> None:

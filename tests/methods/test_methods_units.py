@@ -199,6 +199,21 @@ def test_knn_search_fallback_without_faiss(monkeypatch) -> None:
         knn_search(bank[:4], bank, 3, backend="faiss")
 
 
+def test_torch_knn_chunks_give_the_one_chunk_answer(monkeypatch) -> None:
+    """The torch search splits the queries to cap its score matrix (larger chunks on CUDA); the cap
+    changes only the chunking, never the neighbours."""
+    neighbours = importlib.import_module("harness.neighbours")
+    g = torch.Generator().manual_seed(3)
+    queries = F.normalize(torch.randn(37, 16, generator=g), dim=1)
+    bank = F.normalize(torch.randn(500, 16, generator=g), dim=1)
+    whole = knn_search(queries, bank, 5, backend="torch")
+    monkeypatch.setattr(neighbours, "_TORCH_SCORE_ELEMS", 500 * 4)   # chunks of 4 queries, the last of 1
+    chunked = knn_search(queries, bank, 5, backend="torch")
+    assert torch.equal(chunked[1], whole[1])
+    torch.testing.assert_close(chunked[0], whole[0], atol=1e-6, rtol=0)   # BLAS blocks by matrix size
+    assert torch.equal(whole[1][:, 0], (queries @ bank.T).argmax(1))
+
+
 def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
     method, _ = run_method("contrastive_knn", steps=2)
     assert method.bank_feat.shape == (40, method.model.dim) and method.bank_prob.shape == (40, 2)
