@@ -107,7 +107,8 @@ def cmd_e2e(a: argparse.Namespace) -> None:
     ok, failed = counts.get("ok", 0), counts.get("failed", 0)
     last = ""
     if a.log.is_file():
-        for line in re.split(r"[\r\n]+", a.log.read_text(errors="replace")):
+        text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", a.log.read_text(errors="replace"))   # tqdm's cursor moves
+        for line in re.split(r"[\r\n]+", text):
             m = re.search(r"\b(data|ssl|source): .*", line.strip())
             if m:
                 last = m.group(0)[:120]
