@@ -58,15 +58,12 @@ def _options(a: argparse.Namespace):
     if a.allow_column:
         preset = preset.replace("data", allow_columns=tuple(a.allow_column))
     device = resolve_device(a.device)
-    if a.deterministic:
-        from harness.training import make_deterministic
-
-        make_deterministic()
     if a.store == DEFAULT_STORE:
         a.store.parent.mkdir(parents=True, exist_ok=True)
     store = Store(a.store)
     return Options(preset=preset, store=store, device=device, precision=a.precision,
                    datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp), task=a.task,
+                   deterministic=a.deterministic,
                    log=(lambda m: None) if a.quiet else tqdm.write)   # lines above the progress bars
 
 

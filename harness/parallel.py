@@ -41,6 +41,13 @@ class Spec:
     datasets_dir: Path
     hp_overrides: dict
     task: str | None = None
+    deterministic: bool = False
+
+    @classmethod
+    def of(cls, opts) -> Spec:
+        """The driver's options as a worker rebuilds them (`_options`)."""
+        return cls(opts.preset, opts.store.path, str(opts.device), opts.precision, opts.datasets_dir,
+                   opts.hp_overrides, opts.task, opts.deterministic)
 
 
 def resolve_jobs(spec: str | int, device: torch.device, n_runs: int) -> int:
@@ -59,7 +66,8 @@ def _options(spec: Spec, lines: list[str]):
 
     return Options(preset=spec.preset, store=Store(spec.store), device=torch.device(spec.device),
                    precision=spec.precision, datasets_dir=spec.datasets_dir, quiet=True,
-                   hp_overrides=spec.hp_overrides, log=lines.append, task=spec.task)
+                   hp_overrides=spec.hp_overrides, log=lines.append, task=spec.task,
+                   deterministic=spec.deterministic)
 
 
 def _prepared(spec: Spec, opts) -> Prepared:
@@ -127,8 +135,7 @@ def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_don
     `bar` counts the runs (a sweep's one bar); without it this call shows its own."""
     check_hparams(methods, opts.hp_overrides)
     prepare_data(opts.preset, opts.datasets_dir, opts.runtime, opts.task)   # generate/validate data here
-    spec = Spec(opts.preset, opts.store.path, str(opts.device), opts.precision, opts.datasets_dir,
-                opts.hp_overrides, opts.task)
+    spec = Spec.of(opts)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kinds = sorted({get_method(m).start == "source_joint" for m in methods})
     say = (lambda line: None) if opts.quiet else tqdm.write

@@ -39,7 +39,7 @@ from harness.progress import RunBar
 from harness.registry import check_hparams, get_method
 from harness.stages import seed_all, ssl_finder, stage_start
 from harness.store import Metric, RunRecord, Store
-from harness.training import Augment, Runtime, infer, resolve_precision
+from harness.training import Augment, Runtime, infer, make_deterministic, resolve_precision
 
 
 @dataclass
@@ -55,9 +55,12 @@ class Options:
     hp_overrides: dict = field(default_factory=dict)
     log: Callable[[str], None] = print
     task: str | None = None          # --task: the task the data must declare (None: whatever they declare)
+    deterministic: bool = False      # --deterministic: deterministic kernels in every process that runs
 
     def __post_init__(self) -> None:
         self.precision = resolve_precision(self.device, self.precision)
+        if self.deterministic:   # here, so each worker that rebuilds its Options turns them on too
+            make_deterministic()
 
     @property
     def runtime(self) -> Runtime:

@@ -39,3 +39,32 @@ def test_same_seed_on_cuda_with_deterministic_kernels_agrees_within_1e6(smoke_ro
     for ra, rb in zip(a, b):
         if ra[1].startswith("auroc") and ra[2] is not None:
             assert abs(ra[2] - rb[2]) <= 1e-6, ra
+
+
+def test_deterministic_kernels_reach_every_worker(tmp_path: Path) -> None:
+    """`--deterministic` lives in the run options, so a `--jobs` worker (which rebuilds its options from
+    a `parallel.Spec`) and a Ray task (which copies them with `dataclasses.replace`) turn it on too."""
+    import dataclasses
+
+    from harness.config import get_preset
+    from harness.parallel import Spec, _options
+    from harness.pipeline import Options
+    from harness.store import Store
+
+    saved = torch.are_deterministic_algorithms_enabled()
+    try:
+        opts = Options(preset=get_preset("smoke"), store=Store(tmp_path / "s.db"), device=torch.device("cpu"),
+                       precision="fp32", datasets_dir=tmp_path, hp_overrides={"dann": {"lr": 0.1}},
+                       task="lens-finding", deterministic=True)
+        torch.use_deterministic_algorithms(False)
+        worker = _options(Spec.of(opts), [])
+        assert torch.are_deterministic_algorithms_enabled()
+        for f in dataclasses.fields(Options):   # a worker rebuilds every option that shapes a run
+            if f.name not in ("store", "log", "quiet"):
+                assert getattr(worker, f.name) == getattr(opts, f.name), f.name
+        assert worker.store.path == opts.store.path
+        torch.use_deterministic_algorithms(False)
+        dataclasses.replace(opts, quiet=True)   # what harness.ray_backend._job does
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(saved)
