@@ -24,7 +24,7 @@ __all__ = ["faiss_available", "faiss_gpu_available", "knn_search"]
 
 # Queries per torch chunk are capped so a (chunk, N) score matrix stays near 256 MiB of fp32 on the
 # CPU and 1 GiB on CUDA, where fewer, larger chunks search a 1M bank for 256 queries in 4.7 ms instead
-# of 6.2 ms on an H200, with the same neighbours (`python -m bench.gpu_probe`, bench/RESULTS.md).
+# of 6.25 ms on an H200, with the same neighbours (`python -m bench.gpu_probe`, bench/RESULTS.md).
 _TORCH_SCORE_ELEMS = 1 << 26
 _TORCH_SCORE_ELEMS_CUDA = 1 << 28
 

@@ -90,8 +90,7 @@ def _job(opts: Options, method: str, seed: int, p: Prepared, stages: dict[str, b
             p = dataclasses.replace(p, hard=dataclasses.replace(p.hard, root=tmp / "hard"))
         lines: list[str] = []
         scratch = Store(tmp / "scratch.db")
-        run_id = run_method(method, seed, p, dataclasses.replace(opts, store=scratch, log=lines.append,
-                                                                   quiet=True))
+        run_id = run_method(method, seed, p, _in_worker(opts, scratch, lines.append))
         row, metrics = scratch.export(run_id)
         gpus = ",".join(str(g) for g in ray.get_gpu_ids())
         row["device"] += f" · ray node {ray.util.get_node_ip_address()}" + (f" GPU {gpus}" if gpus else "")
@@ -173,6 +172,12 @@ def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool
 def _travelling(opts: Options) -> Options:
     """The run options as a worker gets them: its log lines come back with its result instead."""
     return dataclasses.replace(opts, log=print, quiet=True)
+
+
+def _in_worker(opts: Options, store, log) -> Options:
+    """The options a Ray job runs with. Unpickling skips `Options.__post_init__`; rebuilding them here
+    runs it, which turns `--deterministic` kernels on in the worker process."""
+    return dataclasses.replace(opts, store=store, log=log, quiet=True)
 
 
 def _collect(ray, futures: dict, ids: dict, opts: Options, bar: RunBar, slots: int) -> None:

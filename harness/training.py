@@ -38,9 +38,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def make_deterministic() -> None:
     """Deterministic kernels everywhere (`--deterministic`). CPU training is already bitwise repeatable;
-    on CUDA, cuDNN's autotuned convolution algorithms and the atomic adds of some backward kernels
-    (scatter/index_add, e.g. in kNN gathers) are not, so this pins cuDNN and asks torch to refuse any op
-    without a deterministic kernel. cuBLAS needs its workspace fixed before its first call."""
+    on CUDA, the convolution algorithms cuDNN's heuristics may pick and the atomic adds of some backward
+    kernels (scatter/index_add, e.g. in kNN gathers) are not, so this pins cuDNN and asks torch to refuse
+    any op without a deterministic kernel. cuBLAS needs its workspace fixed before its first call."""
     import os
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -99,8 +99,9 @@ def configure_cuda(precision: str) -> None:
 
     fp32 means IEEE fp32: cuDNN's default TF32 tensor-core maths is turned off for it (on an H200 it
     moved smoke scores by 1.5e-3 against the CPU's fp32); bf16 runs keep it for their fp32 ops.
-    cuDNN autotuning (`cudnn.benchmark`) stays off: on the H200 it changed the DANN step by 1-2%,
-    within run-to-run drift (`python -m bench.gpu_probe`, bench/RESULTS.md)."""
+    cuDNN autotuning (`cudnn.benchmark`) stays off: on the H200 it gained ResNet18's DANN step 1-2% and
+    did nothing measurable for the small CNN (`python -m bench.gpu_probe`, bench/RESULTS.md), too little
+    for a per-process, timing-dependent choice of algorithms."""
     torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
 

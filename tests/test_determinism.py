@@ -41,17 +41,25 @@ def test_same_seed_on_cuda_with_deterministic_kernels_agrees_within_1e6(smoke_ro
             assert abs(ra[2] - rb[2]) <= 1e-6, ra
 
 
-def test_deterministic_kernels_reach_every_worker(tmp_path: Path) -> None:
+def test_deterministic_kernels_reach_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--deterministic` lives in the run options, so a `--jobs` worker (which rebuilds its options from
-    a `parallel.Spec`) and a Ray task (which copies them with `dataclasses.replace`) turn it on too."""
+    a `parallel.Spec`) and a Ray job (whose unpickled options `ray_backend._in_worker` rebuilds) turn the
+    deterministic kernels on in their own process."""
     import dataclasses
+    import pickle
 
     from harness.config import get_preset
     from harness.parallel import Spec, _options
     from harness.pipeline import Options
+    from harness.ray_backend import _in_worker
     from harness.store import Store
 
-    saved = torch.are_deterministic_algorithms_enabled()
+    # make_deterministic sets process-wide state: restore all of it for the tests that follow
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", torch.backends.cudnn.deterministic)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # undone after the test, unlike setdefault
+    on = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         opts = Options(preset=get_preset("smoke"), store=Store(tmp_path / "s.db"), device=torch.device("cpu"),
                        precision="fp32", datasets_dir=tmp_path, hp_overrides={"dann": {"lr": 0.1}},
@@ -63,8 +71,11 @@ def test_deterministic_kernels_reach_every_worker(tmp_path: Path) -> None:
             if f.name not in ("store", "log", "quiet"):
                 assert getattr(worker, f.name) == getattr(opts, f.name), f.name
         assert worker.store.path == opts.store.path
+        payload = pickle.dumps(dataclasses.replace(opts, log=print))   # as Ray ships them to a worker
         torch.use_deterministic_algorithms(False)
-        dataclasses.replace(opts, quiet=True)   # what harness.ray_backend._job does
+        shipped = pickle.loads(payload)
+        assert not torch.are_deterministic_algorithms_enabled()   # unpickling alone turns nothing on
+        _in_worker(shipped, Store(tmp_path / "scratch.db"), print)
         assert torch.are_deterministic_algorithms_enabled()
     finally:
-        torch.use_deterministic_algorithms(saved)
+        torch.use_deterministic_algorithms(on, warn_only=warn_only)
