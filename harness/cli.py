@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
+from harness import quiet_import_warnings
 from harness.cli_run import DEFAULT_STORE, cmd_run
 from harness.errors import BadInput, environment_fault
 
@@ -256,8 +256,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")
-    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+    quiet_import_warnings()
     a = build_parser().parse_args(argv)
     try:
         if a.cmd == "data":

@@ -89,12 +89,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
 
 def _init(threads: int) -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")
-    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+    from harness import quiet_import_warnings
     from harness.training import keep_freed_memory
 
+    quiet_import_warnings()
     keep_freed_memory()
     torch.set_num_threads(threads)
 

@@ -4,10 +4,9 @@ when it is built) and pytorch-adapt's validators (label-free selection); about 1
 machine that each spawned worker used to pay. Imports only: a process that forks must not have started
 thread pools."""
 
-import warnings
+from harness import quiet_import_warnings
 
-warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")   # as `harness.cli`
-warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+quiet_import_warnings()
 
 import pytorch_adapt.validators  # noqa: F401
 import torch._dynamo  # noqa: F401
