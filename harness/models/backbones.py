@@ -27,17 +27,23 @@ CNN4_WIDTHS = (16, 32, 64, 128)
 BACKBONES = ("small", "tiny", "cnn4", "resnet18", "resnet50", "equivariant")
 
 
+def pool_then_relu() -> list[nn.Module]:
+    """2x2 max-pool then ReLU: the same outputs and gradients as ReLU then pool, bit for bit (max
+    commutes with the monotone ReLU, and where a window is all <= 0 both give zero gradient), with
+    the ReLU on a quarter of the elements. Neither holds weights, so state-dict keys do not change.
+    ~10% off a `tiny` training step on one EPYC core (`python -m bench.cpu_speed`)."""
+    return [nn.MaxPool2d(2), nn.ReLU(inplace=True)]
+
+
 class SmallCNN(nn.Module):
     """Two conv blocks with pooling, then global average pooling and a linear projection."""
 
     def __init__(self, in_channels: int, out_dim: int = 128, width: int = 32, stem_stride: int = 1) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        self.net = nn.Sequential(   # ReLU after the pool: the same numbers (see `pool_then_relu`)
             nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1), nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
+            *pool_then_relu(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), *pool_then_relu(),
             nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
@@ -57,7 +63,7 @@ class StagedCNN(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out in zip((in_channels, *widths[:-1]), widths):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                       *pool_then_relu()]
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.proj = nn.Linear(widths[-1], out_dim)
         self.out_dim = out_dim
