@@ -29,6 +29,7 @@ class Checkpoint:
     validator: dict[str, float]
     labelled_auroc: float
     test_auroc: float | None = None     # filled only for the oracle's learning curve, after training
+    start_key: str | None = None        # step 0 of a default-`predict` method: its weights' hash
 
     def summary(self) -> dict[str, float]:
         """The selection scores of this checkpoint (one entry of the run folder's checkpoints.json)."""
@@ -63,9 +64,10 @@ def start_checkpoint(method: AdaptationMethod, pool: DomainData, labelled: Domai
     if key not in seen:
         ck = checkpoint(method, pool, labelled, 0, batch_size, autocast)
         seen[key] = (ck.validator, ck.labelled_auroc)
+        ck.start_key = key
         return ck
     state = {k: v.detach().clone() for k, v in method.state_dict().items()}
-    return Checkpoint(0, state, dict(seen[key][0]), seen[key][1])
+    return Checkpoint(0, state, dict(seen[key][0]), seen[key][1], start_key=key)
 
 
 def budget(cls: type[AdaptationMethod], hp: dict, adapt_cfg: AdaptConfig, source_steps: int,
@@ -83,7 +85,9 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
           cfg: AdaptConfig, autocast: Autocast, quiet: bool = False, start_scores: dict | None = None
           ) -> list[Checkpoint]:
     """The harness-owned loop: optimiser and schedule, sampling, weak augmentation, AMP, progress,
-    checkpoints (step 0 included, so the start model is always a candidate).
+    checkpoints (step 0 included, so the start model is always a candidate). The last checkpoint
+    always holds the final weights (step `steps`, or step 0 for a method that does not train), so
+    the final evaluation reuses its pool validators instead of scoring the pool again.
 
     `ctx.steps` and `ctx.batch_size` are the method's budget; target batches are `uratio` times the
     source batch when the method's recipe says so (AdaMatch). `pool` and `labelled` are the

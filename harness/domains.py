@@ -46,7 +46,7 @@ class Prepared:
     image_size: int = 64
     fov: float | None = None    # arcsec both domains were resampled to (tasks that resample), else None
     priors: dict = field(default_factory=dict, repr=False)   # BBSE estimates by source-stage key
-    start_scores: dict = field(default_factory=dict, repr=False)   # step-0 checkpoint scores by weights
+    start_scores: dict = field(default_factory=dict, repr=False)   # step-0 scores (and test AUROC) by weights
 
     @property
     def task(self) -> str:

@@ -11,12 +11,14 @@ is either complete or absent.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from harness.adapt import Checkpoint
 from harness.api import AdaptationMethod, DomainData
 from harness.data import imageset
 from harness.domains import Prepared
@@ -27,23 +29,37 @@ from harness.metrics import (
     class_scores,
     multiclass_report,
     score_auroc,
-    validator_scores,
 )
 from harness.store import Metric
 from harness.training import Autocast, infer
 
 
+@dataclass
+class Evaluation:
+    """The final weights' metrics, predictions and embeddings, and their hard-test scores (reused
+    when a selector picks the last checkpoint, which holds those weights)."""
+
+    metrics: list[Metric]
+    preds: pd.DataFrame
+    emb: dict[str, np.ndarray]
+    test_scores: np.ndarray
+
+
 def evaluate(method: AdaptationMethod, p: Prepared, batch_size: int, autocast: Autocast, seed: int,
-             n_boot: int, classes: list[str]) -> tuple[list[Metric], pd.DataFrame, dict[str, np.ndarray]]:
-    """All test/val metrics of the method's current weights, plus predictions and embeddings."""
+             n_boot: int, classes: list[str], pool_validators: dict[str, float]) -> Evaluation:
+    """All test/val metrics of the method's current weights, plus predictions and embeddings.
+    `pool_validators` are those weights' label-free scores on the hard pool, already computed at
+    the last checkpoint (`harness.adapt.adapt`), recorded here rather than computed again."""
     method.eval()
     out: list[Metric] = []
     preds = []
+    test_scores = np.empty(0)
     for split, data, s_idx in (("hard_test", p.test, p.hard.split("test")),
                                ("easy_val", p.source_val, p.easy.split("val"))):
         s = p.hard if split == "hard_test" else p.easy
         y = s.labels[s_idx]                       # read here, after training and selection
         sc = class_scores(infer(method.predict, data, batch_size, autocast))
+        test_scores = sc if split == "hard_test" else test_scores
         ids = s.catalog["id"].to_numpy()[s_idx]
         if np.ndim(sc) == 1:
             for name, (v, lo, hi) in binary_report(y, sc, seed=seed, n_boot=n_boot).items():
@@ -57,9 +73,7 @@ def evaluate(method: AdaptationMethod, p: Prepared, batch_size: int, autocast: A
             for k in range(sc.shape[1]):
                 df[f"score_{k}"] = sc[:, k]
             preds.append(df)
-    pool_logits = infer(method.predict, p.pool, batch_size, autocast)
-    for name, v in validator_scores(pool_logits).items():
-        out.append(Metric("hard_pool", name, v))
+    out += [Metric("hard_pool", name, v) for name, v in pool_validators.items()]
     k = min(1000, len(p.source_val), len(p.test))
     val, test = (DomainData(d.images[:k], d.catalog[:k]) for d in (p.source_val, p.test))
     fe = infer(method.features, val, batch_size, autocast)
@@ -67,7 +81,7 @@ def evaluate(method: AdaptationMethod, p: Prepared, batch_size: int, autocast: A
     emb = {"features": torch.cat([fe, ft]).cpu().numpy().astype(np.float32),
            "domain": np.r_[np.zeros(k, int), np.ones(k, int)],
            "label": np.r_[p.easy.labels[p.easy.split("val")][:k], p.hard.labels[p.hard.split("test")][:k]]}
-    return out, pd.concat(preds, ignore_index=True), emb
+    return Evaluation(out, pd.concat(preds, ignore_index=True), emb, test_scores)
 
 
 def checkpoint_test_auroc(method: AdaptationMethod, state: dict, p: Prepared, batch_size: int,
@@ -76,8 +90,30 @@ def checkpoint_test_auroc(method: AdaptationMethod, state: dict, p: Prepared, ba
     method.load_state_dict(state)
     method.eval()
     sc = class_scores(infer(method.predict, p.test, batch_size, autocast))
-    y = p.hard.labels[p.hard.split("test")]
-    return score_auroc(y, sc)
+    return score_auroc(p.hard.labels[p.hard.split("test")], sc)
+
+
+class SelectedAuroc:
+    """Hard-test AUROC of the checkpoints that selection picked, each set of weights scored once:
+    the last checkpoint is the final weights `evaluate` already scored; a step-0 start model shared
+    by methods (its `start_key`) is scored once per process, in `shared`; a checkpoint two selectors
+    both picked, once. Each value is what `checkpoint_test_auroc` would return."""
+
+    def __init__(self, method: AdaptationMethod, cks: list[Checkpoint], final: Evaluation, p: Prepared,
+                 batch_size: int, autocast: Autocast, shared: dict) -> None:
+        self.method, self.p, self.bs, self.autocast, self.shared = method, p, batch_size, autocast, shared
+        self.done = {id(cks[-1]): score_auroc(p.hard.labels[p.hard.split("test")], final.test_scores)}
+
+    def __call__(self, c: Checkpoint) -> float:
+        key = ("hard_test_auroc", c.start_key) if c.start_key else None
+        if id(c) not in self.done:
+            if key in self.shared:
+                self.done[id(c)] = self.shared[key]
+            else:
+                self.done[id(c)] = checkpoint_test_auroc(self.method, c.state, self.p, self.bs, self.autocast)
+        if key:
+            self.shared[key] = self.done[id(c)]
+        return self.done[id(c)]
 
 
 def _extremes(preds: pd.DataFrame, hard: imageset.ImageSet, k: int = 8) -> dict:

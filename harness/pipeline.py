@@ -32,7 +32,7 @@ from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput, environment_fault
-from harness.evaluate import checkpoint_test_auroc, evaluate, write_run_folder
+from harness.evaluate import SelectedAuroc, evaluate, write_run_folder
 from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
 from harness.models import LensFinder
 from harness.progress import RunBar
@@ -183,15 +183,15 @@ def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Pre
     method.to(rt.device)
     cks = adapt(method, ctx, p.pool, p.labelled, pr.adapt, rt.autocast, rt.quiet, p.start_scores)
     ebs = pr.adapt.eval_batch_size
-    metrics, preds, emb = evaluate(method, p, ebs, rt.autocast, seed, pr.n_boot, classes)  # final weights
+    ev = evaluate(method, p, ebs, rt.autocast, seed, pr.n_boot, classes, cks[-1].validator)  # final weights
+    metrics, preds, emb = ev.metrics, ev.preds, ev.emb
     final = {k: v.clone() for k, v in method.state_dict().items()}
     sel = pr.adapt.selector
     best_v = max(cks, key=lambda c: c.validator[sel])
     best_l = max(cks, key=lambda c: c.labelled_auroc)
-    auc_v = checkpoint_test_auroc(method, best_v.state, p, ebs, rt.autocast)
-    auc_l = checkpoint_test_auroc(method, best_l.state, p, ebs, rt.autocast)
-    metrics += [Metric("hard_test", "auroc_sel_validator", auc_v),
-                Metric("hard_test", "auroc_sel_labelled", auc_l),
+    test_auroc = SelectedAuroc(method, cks, ev, p, ebs, rt.autocast, p.start_scores)
+    metrics += [Metric("hard_test", "auroc_sel_validator", test_auroc(best_v)),
+                Metric("hard_test", "auroc_sel_labelled", test_auroc(best_l)),
                 Metric("hard_test", "sel_validator_step", best_v.step),
                 Metric("hard_test", "sel_labelled_step", best_l.step),
                 Metric("ssl", "linear_probe_auroc", ssl_state.get("probe_auroc", float("nan")))]
@@ -205,7 +205,7 @@ def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Pre
     metrics += [Metric("hard_pool", f"prior_declared_{c}", v) for c, v in declared.items()]
     if cls.oracle:  # the ceiling's learning curve: test AUROC of its last checkpoints (a flag, no choice)
         for c in cks[-2:]:
-            c.test_auroc = checkpoint_test_auroc(method, c.state, p, ebs, rt.autocast)
+            c.test_auroc = test_auroc(c)
         metrics.append(Metric("hard_test", "curve_last_delta", abs(cks[-1].test_auroc - cks[-2].test_auroc)))
     return metrics, preds, emb, final, cks
 

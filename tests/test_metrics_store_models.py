@@ -44,6 +44,17 @@ def test_validators_prefer_confident_diverse_predictions() -> None:
     assert validator_scores(confident)["im"] > validator_scores(unsure)["im"]
 
 
+@pytest.mark.parametrize("n,k", [(3000, 2), (1001, 3)])
+def test_snd_in_smaller_blocks_is_pytorch_adapts_default_score_exactly(n: int, k: int) -> None:
+    """The harness runs pytorch-adapt's SNDValidator in blocks of SND_BLOCK rows for speed; the score
+    must be the library default's to the last bit, on sizes that are not a multiple of the block."""
+    from pytorch_adapt.validators import SNDValidator
+
+    logits = torch.randn(n, k, generator=torch.Generator().manual_seed(n)) * 3
+    default = float(SNDValidator()(target_train={"preds": logits.softmax(1)}))
+    assert validator_scores(logits)["snd"] == default
+
+
 def test_store_writes_one_transaction_and_reads_back(tmp_path: Path) -> None:
     st = Store(tmp_path / "s.db")
     rec = RunRecord(task="lens-finding", method="m", seed=0, preset="smoke", fingerprint="f", config={"a": 1},
@@ -145,3 +156,31 @@ def test_cnn4_keeps_full_resolution_first_and_pools_to_4x4() -> None:
     trunk = m.backbone.net[:-2]   # without the global pooling
     assert trunk(torch.randn(2, 1, 64, 64)).shape == (2, CNN4_WIDTHS[-1], 4, 4)
     assert m(torch.randn(2, 1, 64, 64), torch.zeros(2, 0)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "cnn4"])
+def test_pooling_before_relu_gives_the_textbook_order_numbers_bit_for_bit(backbone: str) -> None:
+    """The CNNs pool then ReLU (cheaper); swapped back to conv-BN-ReLU-pool with the same weights,
+    the training-mode outputs and every weight gradient are identical, on stamps with negative and
+    tied (all-zero) windows, so the speed-up changes no result and no cached model."""
+    import copy
+
+    from harness.models.backbones import make_backbone
+
+    torch.manual_seed(0)
+    fast = make_backbone(backbone, 3)
+    textbook = copy.deepcopy(fast)
+    layers = list(textbook.net)
+    for i in [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]:
+        assert isinstance(layers[i + 1], torch.nn.ReLU)
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    textbook.net = torch.nn.Sequential(*layers)
+    assert textbook.state_dict().keys() == fast.state_dict().keys()
+    x = torch.randn(16, 3, 64, 64)
+    x[:4] = 0.0                                   # flat stamps: all-equal windows after batch norm
+    outs = [m(x) for m in (fast, textbook)]
+    assert torch.equal(outs[0], outs[1])
+    for out in outs:
+        out.square().sum().backward()
+    for a, b in zip(fast.parameters(), textbook.parameters()):
+        assert torch.equal(a.grad, b.grad)
