@@ -14,7 +14,10 @@
    pipeline, an optimiser, the validators), spawned against forked from `harness.parallel`'s
    preloaded fork server: the first pool (the server starts too), then a second pool in the same
    driver (a sweep's next card); wall seconds and the machine's busy CPU seconds (/proc/stat, so
-   run it on an idle machine).
+   run it on an idle machine);
+7. ReLU order: the tiny step in one thread with the backbone as built (max-pool, then ReLU) against
+   the textbook conv-BN-ReLU-pool order, the same numbers bit for bit (fresh single-thread processes
+   that keep freed memory, as `run --jobs` workers do; ten alternations, medians).
 
     python -m bench.cpu_speed [--steps 30] [--batch 96]
 
@@ -33,8 +36,17 @@ import torch
 import torch.nn.functional as F
 
 
+def _textbook_order(net: torch.nn.Module) -> torch.nn.Module:
+    """`net` with each (max-pool, ReLU) pair of its trunk swapped back to (ReLU, max-pool)."""
+    layers = list(net.net)
+    for i in [i for i, m in enumerate(layers[:-1]) if isinstance(m, torch.nn.MaxPool2d)]:
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    net.net = torch.nn.Sequential(*layers)
+    return net
+
+
 def _step_rate(backbone: str, batch: int, steps: int, threads: int, channels_last: bool = True,
-               keep_memory: bool = False) -> float:
+               keep_memory: bool = False, textbook: bool = False) -> float:
     """Training images/s of a backbone + linear head on random stamps (weak augmentation included)."""
     from harness.api import adamw
     from harness.models import make_backbone
@@ -45,6 +57,7 @@ def _step_rate(backbone: str, batch: int, steps: int, threads: int, channels_las
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = make_backbone(backbone, 3)
+    net = _textbook_order(net) if textbook else net
     head = torch.nn.Linear(net.out_dim, 2)
     if channels_last:
         fwd = net
@@ -136,6 +149,14 @@ def main(argv: list[str] | None = None) -> None:
             alloc.append(pool.apply(_worker, (("tiny", a.batch, a.steps, 1, True, keep),)))
     rows.append(("allocator: keep freed memory vs glibc default, tiny, 1 thread (img/s)",
                  (alloc[0] + alloc[2]) / 2, (alloc[1] + alloc[3]) / 2))
+
+    order: dict[bool, list[float]] = {True: [], False: []}
+    with ctx.Pool(1) as pool:   # alternated in one worker that keeps freed memory, as run --jobs ones do
+        for textbook in (True, False) * 10:
+            args = ("tiny", a.batch, a.steps, 1, True, True, textbook)
+            order[textbook].append(pool.apply(_worker, (args,)))
+    rows.append(("ReLU order: pool-then-ReLU vs ReLU-then-pool, tiny, 1 thread (img/s)",
+                 float(np.median(order[True])), float(np.median(order[False]))))
 
     from harness.training import Augment
 

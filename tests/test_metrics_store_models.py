@@ -44,17 +44,6 @@ def test_validators_prefer_confident_diverse_predictions() -> None:
     assert validator_scores(confident)["im"] > validator_scores(unsure)["im"]
 
 
-@pytest.mark.parametrize("n,k", [(3000, 2), (1001, 3)])
-def test_snd_in_smaller_blocks_is_pytorch_adapts_default_score_exactly(n: int, k: int) -> None:
-    """The harness runs pytorch-adapt's SNDValidator in blocks of SND_BLOCK rows for speed; the score
-    must be the library default's to the last bit, on sizes that are not a multiple of the block."""
-    from pytorch_adapt.validators import SNDValidator
-
-    logits = torch.randn(n, k, generator=torch.Generator().manual_seed(n)) * 3
-    default = float(SNDValidator()(target_train={"preds": logits.softmax(1)}))
-    assert validator_scores(logits)["snd"] == default
-
-
 def test_store_writes_one_transaction_and_reads_back(tmp_path: Path) -> None:
     st = Store(tmp_path / "s.db")
     rec = RunRecord(task="lens-finding", method="m", seed=0, preset="smoke", fingerprint="f", config={"a": 1},

@@ -31,7 +31,7 @@ def pool_then_relu() -> list[nn.Module]:
     """2x2 max-pool then ReLU: the same outputs and gradients as ReLU then pool, bit for bit (max
     commutes with the monotone ReLU, and where a window is all <= 0 both give zero gradient), with
     the ReLU on a quarter of the elements. Neither holds weights, so state-dict keys do not change.
-    ~10% off a `tiny` training step on one EPYC core (`python -m bench.cpu_speed`)."""
+    2-8% more `tiny` training images/s on one EPYC core (`python -m bench.cpu_speed`, bench/RESULTS.md)."""
     return [nn.MaxPool2d(2), nn.ReLU(inplace=True)]
 
 
