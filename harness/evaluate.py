@@ -96,16 +96,18 @@ def checkpoint_test_auroc(method: AdaptationMethod, state: dict, p: Prepared, ba
 class SelectedAuroc:
     """Hard-test AUROC of the checkpoints that selection picked, each set of weights scored once:
     the last checkpoint is the final weights `evaluate` already scored; a step-0 start model shared
-    by methods (its `start_key`) is scored once per process, in `shared`; a checkpoint two selectors
-    both picked, once. Each value is what `checkpoint_test_auroc` would return."""
+    by methods (its `start_key`) is scored once per process, in `shared` (the `Prepared`'s memo, so
+    one test split; keyed by the weights, the batch size and `precision` too); a checkpoint two
+    selectors both picked, once. Each value is what `checkpoint_test_auroc` would return."""
 
     def __init__(self, method: AdaptationMethod, cks: list[Checkpoint], final: Evaluation, p: Prepared,
-                 batch_size: int, autocast: Autocast, shared: dict) -> None:
+                 batch_size: int, autocast: Autocast, shared: dict, precision: str) -> None:
         self.method, self.p, self.bs, self.autocast, self.shared = method, p, batch_size, autocast, shared
+        self.precision = precision
         self.done = {id(cks[-1]): score_auroc(p.hard.labels[p.hard.split("test")], final.test_scores)}
 
     def __call__(self, c: Checkpoint) -> float:
-        key = ("hard_test_auroc", c.start_key) if c.start_key else None
+        key = ("hard_test_auroc", c.start_key, self.bs, self.precision) if c.start_key else None
         if id(c) not in self.done:
             if key in self.shared:
                 self.done[id(c)] = self.shared[key]

@@ -189,7 +189,7 @@ def _adapt_and_evaluate(cls: type[AdaptationMethod], hp: dict, seed: int, p: Pre
     sel = pr.adapt.selector
     best_v = max(cks, key=lambda c: c.validator[sel])
     best_l = max(cks, key=lambda c: c.labelled_auroc)
-    test_auroc = SelectedAuroc(method, cks, ev, p, ebs, rt.autocast, p.start_scores)
+    test_auroc = SelectedAuroc(method, cks, ev, p, ebs, rt.autocast, p.start_scores, rt.precision)
     metrics += [Metric("hard_test", "auroc_sel_validator", test_auroc(best_v)),
                 Metric("hard_test", "auroc_sel_labelled", test_auroc(best_l)),
                 Metric("hard_test", "sel_validator_step", best_v.step),
