@@ -148,10 +148,11 @@ class Augment:
         flip = self._rand(b, 1, 1, 1, device=dev) < 0.5
         k = (self._rand(b, device=dev) * 4).long()
         h, w = x.shape[-2:]
-        if h == w:   # flip then rot90 is one of 8 pixel permutations: a single gather per batch
+        if h == w:   # flip, rot90 and the quarter batch's shift are one pixel permutation: one gather
             idx = _dihedral(h, dev)[flip.view(b).long() * 4 + k]
-            c = x.shape[1]
-            x = torch.gather(x.reshape(b, c, h * w), 2, idx.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
+            if self.max_shift:
+                idx = torch.gather(idx, 1, self._roll_index(b, h, w, dev))
+            x = _permute_pixels(x, idx)
         else:
             x = torch.where(flip, x.flip(-1), x)
             out = x.clone()
@@ -160,29 +161,44 @@ class Augment:
                 if m.any():
                     out[m] = torch.rot90(x[m], r, dims=(-2, -1))
             x = out
-        if self.max_shift:
-            chunks = x.chunk(4)
-            span = 2 * self.max_shift + 1
-            shifts = (self._rand(len(chunks), 2, device=dev) * span).long() - self.max_shift
-            x = torch.cat([torch.roll(c, (int(s[0]), int(s[1])), dims=(-2, -1))
-                           for c, s in zip(chunks, shifts)])
+            if self.max_shift:
+                x = _permute_pixels(x, self._roll_index(b, h, w, dev))
         if strength == "strong":
             x = self._blur(x)
             x = x * (1 + self.flux_jitter * (2 * self._rand(b, x.shape[1], 1, 1, device=dev) - 1))
             x = x + self.noise * torch.randn(x.shape, device=dev, generator=self.g, dtype=x.dtype)
         return x
 
+    def _roll_index(self, b: int, h: int, w: int, dev: torch.device) -> Tensor:
+        """(b, h*w) source pixel of each output pixel for `torch.roll` by one random (dy, dx) in
+        [-max_shift, max_shift]^2 per quarter batch (the chunks of `x.chunk(4)`), built on the device:
+        the shifts are never read back to the host, so a GPU step does not wait on them."""
+        n_chunks, size = len(torch.arange(b).chunk(4)), max(1, -(-b // 4))
+        span = 2 * self.max_shift + 1
+        shifts = (self._rand(n_chunks, 2, device=dev) * span).long() - self.max_shift
+        s = shifts[torch.arange(b, device=dev) // size]
+        rows = (torch.arange(h, device=dev) - s[:, :1]) % h      # roll: out[i] = in[(i - dy) mod h]
+        cols = (torch.arange(w, device=dev) - s[:, 1:]) % w
+        return (rows[:, :, None] * w + cols[:, None, :]).view(b, h * w)
+
     def _blur(self, x: Tensor) -> Tensor:
         """Separable 5-tap Gaussian blur with reflect padding, one sigma per batch.
 
         Each axis is one matmul with a banded (n, n) matrix that includes the reflection: on a CPU
-        that is ~20x faster than the depthwise conv2d it replaces (which cost more than a step)."""
-        sigma = 0.5 + float(self._rand(1, device=x.device)) * 0.7
-        r = torch.arange(-2, 3, dtype=torch.float64)
+        that is ~20x faster than the depthwise conv2d it replaces (which cost more than a step).
+        The sigma and the taps stay on the device (float64), so a GPU step does not wait on them."""
+        sigma = 0.5 + self._rand(1, device=x.device).double() * 0.7
+        r = torch.arange(-2, 3, dtype=torch.float64, device=x.device)
         k1 = torch.exp(-0.5 * (r / sigma) ** 2)
-        k1 = (k1 / k1.sum()).tolist()
+        k1 = k1 / k1.sum()
         h, w = x.shape[-2:]
         return _band(h, k1, x).T @ (x @ _band(w, k1, x))
+
+
+def _permute_pixels(x: Tensor, idx: Tensor) -> Tensor:
+    """x (B, C, H, W) with out[b, :, p] = x[b, :, idx[b, p]] over the flattened pixels p."""
+    b, c, h, w = x.shape
+    return torch.gather(x.reshape(b, c, h * w), 2, idx.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
 
 
 @lru_cache(maxsize=8)
@@ -194,12 +210,14 @@ def _dihedral(n: int, device: torch.device) -> Tensor:
                         for r in range(4)])
 
 
-def _band(n: int, taps: list[float], like: Tensor) -> Tensor:
-    """(n, n) matrix M with (v @ M) = v convolved with `taps` under reflect padding."""
+def _band(n: int, taps: Tensor, like: Tensor) -> Tensor:
+    """(n, n) matrix M with (v @ M) = v convolved with `taps` (float64, on `like`'s device) under
+    reflect padding."""
     half = len(taps) // 2
-    eye = F.pad(torch.eye(n, dtype=torch.float64).unsqueeze(0), (half, half), mode="reflect")[0]
-    band = sum(t * eye[:, i:i + n] for i, t in enumerate(taps))
-    return band.to(device=like.device, dtype=like.dtype)
+    eye = F.pad(torch.eye(n, dtype=torch.float64, device=taps.device).unsqueeze(0), (half, half),
+                mode="reflect")[0]
+    band = sum(taps[i] * eye[:, i:i + n] for i in range(len(taps)))
+    return band.to(dtype=like.dtype)
 
 
 def cosine_lr(opt: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:

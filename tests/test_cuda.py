@@ -63,6 +63,28 @@ def _domain(n: int, labels: bool, shift: float, g: torch.Generator):
     return DomainData(x.to(DEV), torch.randn(n, 4, generator=g).to(DEV), y.to(DEV) if labels else None, "d")
 
 
+def test_augmentation_never_waits_for_the_device_and_equals_the_cpus() -> None:
+    """Weak and strong augmentation queue their work without reading a value back to the host (a
+    read would stall every training step until the GPU caught up: CUDA's sync debug mode turns any
+    such read into an error here), on a batch whose quarters are uneven; weak only moves pixels."""
+    from harness.training import Augment
+
+    x = torch.randn(37, 3, 64, 64, device=DEV)
+    for strength in ("weak", "strong"):
+        g = torch.Generator(device=DEV).manual_seed(0)
+        if DEV.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = Augment(generator=g)(x, strength)
+        finally:
+            if DEV.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+        assert got.shape == x.shape and torch.isfinite(got).all()
+        if strength == "weak":   # pure pixel moves: each stamp keeps its values, wherever it ran
+            assert torch.equal(got.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
+
+
 @pytest.mark.parametrize("name", ["dann", "cdan", "mcc", "contrastive_knn", "pseudo_label_semi", "oracle"])
 def test_the_harness_loop_trains_each_kind_of_method_on_the_device_under_autocast(name: str) -> None:
     """The harness's own loop (optimiser, schedule, on-device augmentation, bf16 autocast on CUDA,
