@@ -15,7 +15,9 @@
    preloaded fork server: the first pool (the server starts too), then a second pool in the same
    driver (a sweep's next card); wall seconds and the machine's busy CPU seconds (/proc/stat, so
    run it on an idle machine);
-7. ReLU order: the tiny step in one thread with the backbone as built (max-pool, then ReLU) against
+7. weak augmentation: the quarter batches' shifts folded into the flip/rot90 gather (no value read back
+   to the host) against the gather followed by a `torch.roll` per quarter (the same output);
+8. ReLU order: the tiny step in one thread with the backbone as built (max-pool, then ReLU) against
    the textbook conv-BN-ReLU-pool order, the same numbers bit for bit (fresh single-thread processes
    that keep freed memory, as `run --jobs` workers do; ten alternations, medians).
 
@@ -168,6 +170,26 @@ def main(argv: list[str] | None = None) -> None:
                                          (0, 0, 2, 2), mode="reflect"), ky, groups=3))
     mat = _timed(lambda: Augment(generator=torch.Generator().manual_seed(0))._blur(x))
     rows.append(("blur of 192 stamps: banded matmul vs depthwise conv2d (ms)", conv * 1e3, mat * 1e3))
+
+    from harness.training import _dihedral, _permute_pixels
+
+    def rolled(a: Augment, x: torch.Tensor) -> torch.Tensor:
+        """Weak augmentation as it was: the flip/rot90 gather, then a roll per quarter batch by shifts
+        read back to the host (the same draws as `Augment`)."""
+        b = x.shape[0]
+        flip = a._rand(b, 1, 1, 1, device=x.device) < 0.5
+        k = (a._rand(b, device=x.device) * 4).long()
+        x = _permute_pixels(x, _dihedral(x.shape[-1], x.device)[flip.view(b).long() * 4 + k])
+        chunks = x.chunk(4)
+        shifts = (a._rand(len(chunks), 2, device=x.device) * 5).long() - 2
+        return torch.cat([torch.roll(c, (int(s[0]), int(s[1])), dims=(-2, -1))
+                          for c, s in zip(chunks, shifts)])
+
+    x96 = torch.randn(96, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    old = _timed(lambda: rolled(Augment(generator=torch.Generator().manual_seed(0)), x96), 20)
+    new = _timed(lambda: Augment(generator=torch.Generator().manual_seed(0))(x96, "weak"), 20)
+    rows.append(("weak augmentation of 96 stamps: shifts in the gather vs rolled per quarter (ms)",
+                 old * 1e3, new * 1e3))
 
     from sklearn.metrics import roc_auc_score
 
