@@ -148,21 +148,13 @@ class Augment:
         flip = self._rand(b, 1, 1, 1, device=dev) < 0.5
         k = (self._rand(b, device=dev) * 4).long()
         h, w = x.shape[-2:]
-        if h == w:   # flip, rot90 and the quarter batch's shift are one pixel permutation: one gather
-            idx = _dihedral(h, dev)[flip.view(b).long() * 4 + k]
-            if self.max_shift:
-                idx = torch.gather(idx, 1, self._roll_index(b, h, w, dev))
-            x = _permute_pixels(x, idx)
-        else:
-            x = torch.where(flip, x.flip(-1), x)
-            out = x.clone()
-            for r in range(1, 4):
-                m = k == r
-                if m.any():
-                    out[m] = torch.rot90(x[m], r, dims=(-2, -1))
-            x = out
-            if self.max_shift:
-                x = _permute_pixels(x, self._roll_index(b, h, w, dev))
+        if h != w:   # every prepared set is square (`harness.data.preprocess.prepare` crops to a size)
+            raise ValueError(f"augmentation needs square stamps, got {h}x{w}: rot90 would change the shape")
+        # flip, rot90 and the quarter batch's shift are one pixel permutation: one gather
+        idx = _dihedral(h, dev)[flip.view(b).long() * 4 + k]
+        if self.max_shift:
+            idx = torch.gather(idx, 1, self._roll_index(b, h, w, dev))
+        x = _permute_pixels(x, idx)
         if strength == "strong":
             x = self._blur(x)
             x = x * (1 + self.flux_jitter * (2 * self._rand(b, x.shape[1], 1, 1, device=dev) - 1))

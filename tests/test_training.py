@@ -79,6 +79,11 @@ def test_unknown_strength_is_refused() -> None:
         _aug(0)(_images(2), "medium")
 
 
+def test_non_square_stamps_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="square stamps, got 8x6"):
+        _aug(0)(torch.randn(4, 3, 8, 6))
+
+
 def _lrs(steps: int, warmup: int, n: int) -> list[float]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = cosine_lr(opt, steps, warmup=warmup)
