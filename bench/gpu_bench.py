@@ -46,23 +46,11 @@ def _write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _device(spec: str) -> tuple:
-    """The device and precision a run would get, with the cuDNN setting a harness `Runtime` makes
-    there, so the harness step, the stock loop and the bare backbone are timed under the same one."""
-    from harness.training import configure_cuda, resolve_device, resolve_precision
-
-    dev = resolve_device(spec)
-    prec = resolve_precision(dev)
-    if dev.type == "cuda":
-        configure_cuda(prec)
-    return dev, prec
-
-
 def cmd_dann(a: argparse.Namespace) -> None:
     """The three DANN step rates per backbone; the JSON is rewritten after each backbone."""
-    from bench.gpu_step import dann_row
+    from bench.gpu_step import dann_row, device_and_precision
 
-    dev, prec = _device(a.device)
+    dev, prec = device_and_precision(a.device)
     if a.smoke:
         timing = {"warmup": 0, "target_s": 0.0, "min_steps": 2, "max_steps": 2, "stock_steps": 2,
                   "workers": 0}
@@ -83,9 +71,9 @@ def cmd_dann(a: argparse.Namespace) -> None:
 
 def cmd_knn(a: argparse.Namespace) -> None:
     """kNN search at the bank size vs one contrastive_knn step."""
-    from bench.gpu_step import knn_row
+    from bench.gpu_step import device_and_precision, knn_row
 
-    dev, prec = _device(a.device)
+    dev, prec = device_and_precision(a.device)
     timing = (0, 0.0, 2, 2) if a.smoke else (3, 1.0, 5, 100)
     row = knn_row(a.bank, a.queries, a.backbone, a.size, dev, prec, *timing)
     _write(a.json, {"stage": "knn", **_env(), "device": str(dev), **row})

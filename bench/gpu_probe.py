@@ -23,7 +23,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from bench.gpu_step import bare_backbone_rate, dann_method, synthetic_domain, time_steps
+from bench.gpu_step import bare_backbone_rate, dann_method, device_and_precision, synthetic_domain, time_steps
 
 
 def emit(**row: object) -> None:
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU check of the code paths)")
     a = ap.parse_args(argv)
-    from harness.training import configure_cuda, resolve_device, resolve_precision
-
-    dev = resolve_device(a.device)
-    prec = resolve_precision(dev)
-    if dev.type == "cuda":
-        configure_cuda(prec)
+    dev, prec = device_and_precision(a.device)
     backbones = a.backbones.split(",")
     if a.smoke:
         n, batch, bank, queries, timing = 32, 8, 5000, 8, (0, 0.0, 2, 2)

@@ -37,6 +37,18 @@ from harness.training import Augment, autocast_factory
 N_FEATURES = 7        # the simulator's observable catalog columns (mag_g/r/i, two colours, r_half, e)
 
 
+def device_and_precision(spec: str) -> tuple[torch.device, str]:
+    """The device and precision a run would get, with the cuDNN setting a harness `Runtime` makes
+    there, so the harness step, the stock loop and the bare backbone are timed under the same one."""
+    from harness.training import configure_cuda, resolve_device, resolve_precision
+
+    dev = resolve_device(spec)
+    prec = resolve_precision(dev)
+    if dev.type == "cuda":
+        configure_cuda(prec)
+    return dev, prec
+
+
 def sync(device: torch.device) -> None:
     """Wait for queued device work, so wall-clock times cover the work and not just its launch."""
     if device.type == "cuda":

@@ -184,7 +184,9 @@ class Augment:
         k1 = torch.exp(-0.5 * (r / sigma) ** 2)
         k1 = k1 / k1.sum()
         h, w = x.shape[-2:]
-        return _band(h, k1, x).T @ (x @ _band(w, k1, x))
+        bw = _band(w, k1, x)
+        bh = bw if h == w else _band(h, k1, x)   # one band serves both axes of a square stamp
+        return bh.T @ (x @ bw)
 
 
 def _permute_pixels(x: Tensor, idx: Tensor) -> Tensor:
