@@ -11,6 +11,7 @@ the hard pool and AUROC on the 20% labelled split; the hard test split is never 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,32 @@ class Checkpoint:
         """The selection scores of this checkpoint (one entry of the run folder's checkpoints.json)."""
         out = {"step": self.step, **self.validator, "labelled_auroc": self.labelled_auroc}
         return out if self.test_auroc is None else {**out, "test_auroc": self.test_auroc}
+
+
+class DivergenceCheck:
+    """Stops the loop at the first step whose logged terms are not finite, reading them one step
+    late: on CUDA, step N's terms are read once step N+1 is queued, so the host never waits on the
+    device mid-loop (`harness.api.Scalars`). `flush` checks the last step before a checkpoint scores
+    the weights, so a diverged model is never scored or selected."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.pending = name, None
+
+    def after(self, step: int, logs: Mapping[str, float]) -> Mapping[str, float] | None:
+        """Queue step `step`'s logs; check and return the previous step's (None at the first step)."""
+        previous = self.flush()
+        self.pending = (step, logs)
+        return previous
+
+    def flush(self) -> Mapping[str, float] | None:
+        if self.pending is None:
+            return None
+        (step, logs), self.pending = self.pending, None
+        if bad := next((k for k, v in logs.items() if not np.isfinite(v)), None):
+            # stop here, with the step: a diverged model would go on to score NaNs at its checkpoints
+            raise FloatingPointError(f"{self.name}: training diverged at step {step + 1} "
+                                     f"({bad} = {logs[bad]})")
+        return logs
 
 
 def checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData, step: int, batch_size: int,
@@ -107,23 +134,21 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
     epoch_len = max(1, len(pool) // tbs)
     bar, tp = progress(steps, type(method).name, quiet), Throughput()
     method.train()
+    diverged = DivergenceCheck(type(method).name)
     for step in range(steps):
         if step % epoch_len == 0:
             method.on_epoch_start(step // epoch_len)
         src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(tbs, ctx.generator)
         src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
         with autocast():
-            logs = method.update(src, tgt, step)
-        if bad := next((k for k, v in logs.items() if not np.isfinite(v)), None):
-            # stop here, with the step: a diverged model would go on to score NaNs at its checkpoints
-            raise FloatingPointError(f"{type(method).name}: training diverged at step {step + 1} "
-                                     f"({bad} = {logs[bad]})")
+            logs = diverged.after(step, method.update(src, tgt, step))
         sched.step()
         bar.update()
-        if step % 10 == 0 or step == steps - 1:
+        if logs is not None and (step % 10 == 1 or step == steps - 1):
             bar.set_postfix({k: f"{v:.3f}" for k, v in list(logs.items())[:3]} |
-                            {"img_s": f"{tp.add((bs + tbs) * min(10, step + 1)):.0f}"})
+                            {"img_s": f"{tp.rate((bs + tbs) * (step + 1)):.0f}"})
         if step + 1 in at:
+            diverged.flush()
             cks.append(checkpoint(method, pool, labelled, step + 1, eval_bs, autocast))
     bar.close()
     return cks

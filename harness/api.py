@@ -13,7 +13,7 @@ losses (as in DomainBed's `algorithms.py`).
         def update(self, src, tgt, step):
             loss = ...
             self.step(loss)                     # zero_grad, backward, optimiser step
-            return scalars(loss=loss)           # {"loss": float}, one device sync
+            return scalars(loss=loss)           # {"loss": float}, one device copy
 
 Methods import only this module (and the leaf `harness.errors`). Discovery lives in
 `harness.registry`; third-party packages add methods through the `harness.methods` entry-point group.
@@ -22,10 +22,11 @@ Methods import only this module (and the leaf `harness.errors`). Discovery lives
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -65,18 +66,54 @@ SGD_RECIPE: dict[str, Any] = {
 }
 
 
-def scalars(**values: Tensor | float) -> dict[str, float]:
-    """The floats `update` returns, read back with one device sync instead of one `.item()` per term.
+class Scalars(Mapping[str, float]):
+    """The floats one `update` logs. On CUDA the tensor terms are copied to pinned host memory without
+    waiting, and the copy is awaited on first read: the loop reads step N's terms after queueing step
+    N+1, so the host never idles on the device to learn a loss. Elsewhere they are read at once."""
 
-    Tensors (0-dim) are detached; Python numbers join them as float32, so every value has one precision.
+    def __init__(self, names: list[str], tensors: dict[str, Tensor], numbers: dict[str, float]) -> None:
+        self._names, self._numbers, self._ready = names, numbers, None
+        self._keys, self._values = list(tensors), None
+        stacked = torch.stack([v.detach().float() for v in tensors.values()]) if tensors else torch.empty(0)
+        if stacked.device.type == "cuda":
+            self._host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+            self._host.copy_(stacked, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._host = stacked
+
+    def _read(self) -> dict[str, float]:
+        if self._values is None:
+            if self._ready is not None:
+                self._ready.synchronize()
+            got = {**dict(zip(self._keys, self._host.tolist())), **self._numbers}
+            self._values = {k: got[k] for k in self._names}
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(self._read())
+
+
+def scalars(**values: Tensor | float) -> Mapping[str, float]:
+    """The floats `update` returns, read back with one device copy instead of one `.item()` per term
+    (and on CUDA, without waiting for it: see `Scalars`).
+
+    Tensors (0-dim) are detached; Python numbers are rounded to float32 on the host (so every value
+    has one precision, and a number never costs a copy to the device).
     """
-    if not values:
-        return {}
-    device = next((v.device for v in values.values() if isinstance(v, Tensor)), None)
-    stacked = torch.stack([v.detach().float() if isinstance(v, Tensor)
-                           else torch.tensor(float(v), dtype=torch.float32, device=device)
-                           for v in values.values()])
-    return dict(zip(values, stacked.tolist()))
+    tensors = {k: v for k, v in values.items() if isinstance(v, Tensor)}
+    numbers = {k: float(np.float32(v)) for k, v in values.items() if not isinstance(v, Tensor)}
+    return Scalars(list(values), tensors, numbers)
 
 
 @dataclass
@@ -194,8 +231,8 @@ class AdaptationMethod(nn.Module):
         loss.backward()
         self.opt.step()
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
-        """One optimisation step (call `self.step(loss)`); returns scalars to log."""
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
+        """One optimisation step (call `self.step(loss)`); returns `scalars(...)` to log."""
         raise NotImplementedError
 
     def on_epoch_start(self, epoch: int) -> None:

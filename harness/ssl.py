@@ -74,7 +74,7 @@ def train_ssl(images: Tensor, cfg: SSLConfig, backbone: str, device: torch.devic
         sched.step()
         bar.update()
         if step % 10 == 0 or step == cfg.steps - 1:
-            img_s = tp.add(2 * cfg.batch_size * min(10, step + 1))
+            img_s = tp.rate(2 * cfg.batch_size * (step + 1))
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{img_s:.0f}")
     bar.close()
     return model.backbone.eval()

@@ -232,11 +232,11 @@ class Throughput:
     """Images/s for the progress bar postfix."""
 
     def __init__(self) -> None:
-        self.t0, self.n = time.perf_counter(), 0
+        self.t0 = time.perf_counter()
 
-    def add(self, n: int) -> float:
-        self.n += n
-        return self.n / max(1e-9, time.perf_counter() - self.t0)
+    def rate(self, images_done: int) -> float:
+        """Images/s since the bar started, given how many images have been trained on so far."""
+        return images_done / max(1e-9, time.perf_counter() - self.t0)
 
 
 def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size: int, lr: float,
@@ -258,7 +258,7 @@ def train_classifier(model: nn.Module, data: DomainData, steps: int, batch_size:
         sched.step()
         bar.update()
         if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{tp.add(batch_size * min(10, step + 1)):.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{tp.rate(batch_size * (step + 1)):.0f}")
     bar.close()
     model.eval()
     return model

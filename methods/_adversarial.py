@@ -11,6 +11,7 @@ domain terms, not a mean over the joint batch). A variant chooses what the discr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -72,7 +73,7 @@ class DomainAdversarial(AdaptationMethod):
         truth = torch.arange(len(d), device=d.device) < n
         return domain_bce(d, n, weight, normalise), ((d > 0) == truth).float().mean()
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         b = len(src)
         z = self.model.embed(torch.cat([src.images, tgt.images]), torch.cat([src.catalog, tgt.catalog]))
         logits = self.model.head(z).float()

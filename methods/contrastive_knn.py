@@ -22,6 +22,7 @@ a source CE. AaD's two terms (`aad_terms`), the bank and k-NN pieces and the Inf
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -64,7 +65,7 @@ class ContrastiveKNN(AdaptationMethod):
             self.src_feat, _ = embed_rows(self.model, c.source, self.src_rows, c.batch_size, c.autocast)
         self.model.train(was_training)
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         if self.bank_feat is None:
             self.on_epoch_start(0)
         uses_source = bool(self.hp["source_weight"])

@@ -10,6 +10,7 @@ annealing, the backbone at 0.1x).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -35,7 +36,7 @@ class MCC(AdaptationMethod):
         super().setup(ctx)
         self.mcc = MCCLoss(T=float(self.hp["temperature"]))
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         b = len(src)
         logits = self.model(torch.cat([src.images, tgt.images]),
                             torch.cat([src.catalog, tgt.catalog])).float()

@@ -7,6 +7,7 @@ from the labelled split in proportion to its size next to the pool batch, so the
 sample of the union of the two.
 """
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -27,7 +28,7 @@ class Oracle(AdaptationMethod):
     hparams: ClassVar[dict[str, Any]] = {**SGD_RECIPE, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
                                          "schedule": "cosine", "backbone_mult": 1.0}
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         parts = [tgt]
         lab = self.ctx.labelled
         if lab is not None and len(lab):

@@ -20,6 +20,7 @@ Ablation `align_to = "estimated"`: align to the harness's BBSE estimate of the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -63,7 +64,7 @@ class PseudoLabel(AdaptationMethod):
         """u ~ U(0,1) elementwise for the logit interpolation, from the run's generator."""
         return torch.rand(like.shape, device=like.device, generator=self.ctx.generator)
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         labelled = [src] + [b for b in [self.labelled_batch(len(src))] if b is not None]
         x_l, c_l = adamatch.weak_then_strong(labelled, self.ctx.augment)
         alone = adamatch.forward_keeping_running_stats(self.model, x_l, c_l)   # source-alone batch statistics

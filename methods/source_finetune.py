@@ -6,6 +6,7 @@ adaptation loss. This control runs the same loop, recipe (`harness.api.SGD_RECIP
 augmentation with the source cross-entropy only, so "method minus source_finetune" isolates the loss.
 """
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ class SourceFinetune(AdaptationMethod):
     role = "control"
     hparams: ClassVar[dict[str, Any]] = {**SGD_RECIPE}
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         loss = F.cross_entropy(self.model(src.images, src.catalog).float(), src.labels)
         self.step(loss)
         return scalars(loss=loss)

@@ -4,6 +4,7 @@ The shared recipe (`harness.api.SGD_RECIPE`), the adaptation steps and weak augm
 differs from `source_finetune` only in which labelled data it sees.
 """
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ class TargetLabelled(AdaptationMethod):
     uses_target_labels = True
     hparams: ClassVar[dict[str, Any]] = {**SGD_RECIPE}
 
-    def update(self, src: Batch, tgt: Batch, step: int) -> dict[str, float]:
+    def update(self, src: Batch, tgt: Batch, step: int) -> Mapping[str, float]:
         b = self.ctx.labelled.sample(len(src), self.ctx.generator)
         loss = F.cross_entropy(self.model(self.ctx.augment(b.images, "weak"), b.catalog).float(), b.labels)
         self.step(loss)

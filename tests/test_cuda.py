@@ -85,6 +85,54 @@ def test_augmentation_never_waits_for_the_device_and_equals_the_cpus() -> None:
             assert torch.equal(got.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
 
 
+@pytest.mark.parametrize("backbone", ["small", "resnet18"])
+def test_a_dann_step_never_waits_for_the_device(backbone: str) -> None:
+    """The adaptation loop's body (draw, weak augmentation, autocast, DANN's update with its optimiser
+    step, schedule) queues its work without reading anything back to the host: its logged terms come
+    back as a `Scalars` whose copy is awaited only when read, which the loop does a step later. Any
+    read would make the host wait for every step to finish, starving a fast GPU of work."""
+    from harness.api import AdaptContext
+    from harness.models.finder import LensFinder
+    from harness.protocol import build_optimizer, build_scheduler
+    from harness.registry import get_method
+    from harness.training import Augment, autocast_factory, resolve_precision
+
+    cls, g = get_method("dann"), torch.Generator().manual_seed(0)
+    source, target = _domain(64, True, 0.0, g), _domain(64, False, 0.5, g)
+    gen = torch.Generator(device=DEV).manual_seed(0)
+    autocast = autocast_factory(DEV, resolve_precision(DEV))
+    ctx = AdaptContext(
+        model=LensFinder(backbone, 3, n_features=4).to(DEV), source=source, target=target, labelled=None,
+        device=DEV, steps=8, batch_size=16, num_classes=2, seed=0, hparams=dict(cls.hparams),
+        autocast=autocast, augment=Augment(generator=gen), generator=gen, log=lambda m: None)
+    method = cls()
+    method.setup(ctx)
+    method.to(DEV)
+    method.opt = build_optimizer(method.param_groups(), method.hp, DEV)
+    sched = build_scheduler(method.opt, method.hp, ctx.steps)
+    method.train()
+
+    def body(step: int):
+        src, tgt = ctx.source.sample(16, gen), ctx.target.sample(16, gen)
+        src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
+        with autocast():
+            logs = method.update(src, tgt, step)
+        sched.step()
+        return logs
+
+    logs = [body(0)]   # the first step allocates (optimiser state, kernels): not what is checked
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        logs += [body(step) for step in range(1, 4)]
+    finally:
+        if DEV.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert all(list(out) == ["loss", "cls", "domain", "domain_acc", "grl_lambda"] for out in logs)
+    assert all(torch.isfinite(torch.tensor(list(out.values()))).all() for out in logs)
+
+
 @pytest.mark.parametrize("name", ["dann", "cdan", "mcc", "contrastive_knn", "pseudo_label_semi", "oracle"])
 def test_the_harness_loop_trains_each_kind_of_method_on_the_device_under_autocast(name: str) -> None:
     """The harness's own loop (optimiser, schedule, on-device augmentation, bf16 autocast on CUDA,

@@ -126,6 +126,18 @@ def test_scalars_reads_tensors_and_numbers_as_float32() -> None:
     assert scalars() == {}
 
 
+def test_scalars_is_a_read_only_mapping_in_the_order_given() -> None:
+    from collections.abc import Mapping
+
+    out = scalars(b=torch.tensor(2.0), a=0.5, c=torch.tensor([3.0]).sum())
+    assert isinstance(out, Mapping) and list(out) == ["b", "a", "c"] and len(out) == 3
+    assert dict(out) == {"b": 2.0, "a": 0.5, "c": 3.0} and {**out, "a": 1.0}["a"] == 1.0
+    with pytest.raises(KeyError):
+        out["missing"]
+    with pytest.raises(TypeError):
+        out["a"] = 2.0   # a logged term is never rewritten in place
+
+
 def test_gradient_reversal_flips_feature_gradient() -> None:
     from methods._adversarial import grl_lambda
 
@@ -257,3 +269,32 @@ def test_a_non_finite_loss_stops_the_loop_at_its_step() -> None:
     with pytest.raises(FloatingPointError, match=r"dann: training diverged at step 3 \(loss = nan\)"):
         adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5), AdaptConfig(checkpoints=2),
               contextlib.nullcontext, quiet=True)
+
+
+def test_a_non_finite_last_step_is_caught_before_its_checkpoint_is_scored(monkeypatch) -> None:
+    """The loop reads each step's logs one step late (so a GPU never idles on the host): the step
+    before a checkpoint, and the very last step, must still be checked before the weights are scored."""
+    import contextlib
+
+    import harness.adapt as adapt_module
+    from harness.config import AdaptConfig
+
+    method, ctx = start("dann")   # STEPS = 5 steps: checkpoints after steps 2 and 5
+    update, scored = method.update, []
+
+    def nan_at(last: int):
+        def wrapped(src, tgt, step):
+            logs = update(src, tgt, step)
+            return {**logs, "domain": float("inf")} if step == last else logs
+        return wrapped
+
+    real = adapt_module.checkpoint
+    monkeypatch.setattr(adapt_module, "checkpoint", lambda m, *a: scored.append(a[2]) or real(m, *a))
+    for last in (4, 1):   # the final step; the step just before the first checkpoint
+        scored.clear()
+        method.update = nan_at(last)
+        message = rf"dann: training diverged at step {last + 1} \(domain = inf\)"
+        with pytest.raises(FloatingPointError, match=message):
+            adapt_module.adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5),
+                               AdaptConfig(checkpoints=2), contextlib.nullcontext, quiet=True)
+        assert all(step <= last for step in scored), scored   # no checkpoint after the bad step was scored
