@@ -19,7 +19,9 @@
    to the host) against the gather followed by a `torch.roll` per quarter (the same output);
 8. ReLU order: the tiny step in one thread with the backbone as built (max-pool, then ReLU) against
    the textbook conv-BN-ReLU-pool order, the same numbers bit for bit (fresh single-thread processes
-   that keep freed memory, as `run --jobs` workers do; ten alternations, medians).
+   that keep freed memory, as `run --jobs` workers do; ten alternations, medians);
+9. top-k: the k = 7 best of 64 rows of 100k and 1M scores (a contrastive_knn batch's chunk against
+   its bank) with `harness.neighbours.row_topk`'s two passes against one `torch.topk` (same values).
 
     python -m bench.cpu_speed [--steps 30] [--batch 96]
 
@@ -190,6 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     new = _timed(lambda: Augment(generator=torch.Generator().manual_seed(0))(x96, "weak"), 20)
     rows.append(("weak augmentation of 96 stamps: shifts in the gather vs rolled per quarter (ms)",
                  old * 1e3, new * 1e3))
+
+    from harness.neighbours import row_topk
+
+    for n in (100_000, 1_000_000):
+        scores = torch.randn(64, n, generator=torch.Generator().manual_seed(n))
+        whole = _timed(lambda s=scores: torch.topk(s, 7, dim=1)) * 1e3
+        rows.append((f"top-7 of 64 rows x {n:,} scores: two passes vs torch.topk (ms)", whole,
+                     _timed(lambda s=scores: row_topk(s, 7)) * 1e3))
 
     from sklearn.metrics import roc_auc_score
 

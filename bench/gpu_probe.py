@@ -5,10 +5,11 @@ A/B measurements in one process, each against its own baseline, printed as JSON 
 
 - `cudnn`: the harness `dann` step and the bare backbone with cuDNN autotuning off (the harness's
   setting), then on, then off again (so drift shows);
-- `sync`: the `dann` step as it runs (its logged values read back every step, one device sync) and with
-  the read-back left out (`scalars` returning the device tensors), to price that sync;
-- `knn`: the torch kNN at a 1M bank for 256 queries, split into its matmul and its top-k, and whole
-  at three query-chunk sizes (exact in every case: only the chunking changes);
+- `sync`: the `dann` step as the loop runs it (its logged values read a step late, so the host never
+  waits for the device) against reading them at once (one wait per step), to price that wait;
+- `knn`: the torch kNN at a 1M bank for 256 queries, split into its matmul and its top-k (one
+  `torch.topk` against `harness.neighbours.row_topk`'s two passes, same values), and whole at three
+  query-chunk sizes (exact in every case: only the chunking changes);
 - `profile`: torch.profiler's top kernels over 10 `dann` steps, with CPU and CUDA time per step.
 
 A diagnostic for bench/RESULTS.md, not a goal row of `bench/gpu.sh`.
@@ -42,18 +43,11 @@ def cudnn_ab(backbones: list[str], dev: torch.device, prec: str, n: int, batch: 
             emit(probe="cudnn", backbone=bb, benchmark=bench_on, harness_img_s=2 * batch / per_step,
                  bare_img_s=bare, ratio=2 * batch / per_step / bare)
         torch.backends.cudnn.benchmark = False
-        for lazy in (False, True, False):
-            import methods._adversarial as adv
-
-            saved = adv.scalars
-            if lazy:
-                adv.scalars = lambda **v: v   # the logged values stay on the device: no sync
-            try:
-                _, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
-                per_step, _ = time_steps(step, dev, *timing)
-            finally:
-                adv.scalars = saved
-            emit(probe="sync", backbone=bb, readback=not lazy, harness_img_s=2 * batch / per_step)
+        for late in (False, True, False):
+            _, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec, read_late=late)
+            per_step, _ = time_steps(step, dev, *timing)
+            emit(probe="sync", backbone=bb, logs_read="a step late" if late else "at once",
+                 harness_img_s=2 * batch / per_step)
 
 
 def knn_ab(dev: torch.device, bank_n: int, queries: int, timing: tuple) -> None:
@@ -65,7 +59,10 @@ def knn_ab(dev: torch.device, bank_n: int, queries: int, timing: tuple) -> None:
     scores = q @ bank.T
     mm, _ = time_steps(lambda: q @ bank.T, dev, *timing)
     tk, _ = time_steps(lambda: torch.topk(scores, 7, dim=1), dev, *timing)
-    emit(probe="knn_parts", bank=bank_n, queries=queries, matmul_ms=1e3 * mm, topk_ms=1e3 * tk)
+    two, _ = time_steps(lambda: nb.row_topk(scores, 7), dev, *timing)
+    same = bool(torch.equal(nb.row_topk(scores, 7)[0], torch.topk(scores, 7, dim=1).values))
+    emit(probe="knn_parts", bank=bank_n, queries=queries, matmul_ms=1e3 * mm, topk_ms=1e3 * tk,
+         two_pass_topk_ms=1e3 * two, same_values=same)
     ref = nb._torch_knn(q, bank, 7)[1]
     cap = "_TORCH_SCORE_ELEMS_CUDA" if dev.type == "cuda" else "_TORCH_SCORE_ELEMS"
     saved = getattr(nb, cap)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness.adapt import DivergenceCheck
 from harness.api import AdaptContext, DomainData
 from harness.models import LensFinder
 from harness.models.backbones import make_backbone
@@ -86,9 +87,11 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, ta
 
 
 def dann_method(backbone: str, src: DomainData, tgt: DomainData, batch: int, steps: int,
-                device: torch.device, precision: str) -> tuple[torch.nn.Module, Callable[[], None]]:
+                device: torch.device, precision: str, read_late: bool = True
+                ) -> tuple[torch.nn.Module, Callable[[], None]]:
     """The harness's `dann` set up as `harness.pipeline` sets it up, and one step of `harness.adapt`'s
-    loop body on it (sample, weak augmentation, autocast, `update`, schedule)."""
+    loop body on it (sample, weak augmentation, autocast, `update`, the divergence check on the
+    previous step's logs, schedule). `read_late=False` reads each step's logs at once instead."""
     cls = get_method("dann")
     hp = dict(cls.hparams)
     torch.manual_seed(0)
@@ -106,12 +109,17 @@ def dann_method(backbone: str, src: DomainData, tgt: DomainData, batch: int, ste
     sched = build_scheduler(method.opt, hp, steps)
     method.train()
     state = {"step": 0}
+    diverged = DivergenceCheck("dann")
 
     def step() -> None:
         s, t = ctx.source.sample(batch, g), ctx.target.sample(batch, g)
         s.images, t.images = ctx.augment(s.images, "weak"), ctx.augment(t.images, "weak")
         with autocast():
-            method.update(s, t, state["step"] % steps)
+            logs = method.update(s, t, state["step"] % steps)
+        if read_late:
+            diverged.after(state["step"], logs)   # the loop's check: the previous step's logs
+        else:
+            dict(logs)                             # read at once: the host waits for this step
         sched.step()
         state["step"] += 1
 

@@ -187,7 +187,7 @@ def test_pseudo_labels_below_threshold_contribute_nothing() -> None:
 
 
 @pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
-@pytest.mark.parametrize("q,n,k", [(50, 2000, 10), (3, 100, 100), (64, 5000, 1)])
+@pytest.mark.parametrize("q,n,k", [(50, 2000, 10), (3, 100, 100), (64, 5000, 1), (16, 100_000, 6)])
 def test_faiss_and_torch_neighbours_agree(q: int, n: int, k: int) -> None:
     g = torch.Generator().manual_seed(q + n)
     queries = F.normalize(torch.randn(q, 32, generator=g), dim=1)
@@ -224,6 +224,34 @@ def test_torch_knn_chunks_give_the_one_chunk_answer(monkeypatch) -> None:
     assert torch.equal(chunked[1], whole[1])
     torch.testing.assert_close(chunked[0], whole[0], atol=1e-6, rtol=0)   # BLAS blocks by matrix size
     assert torch.equal(whole[1][:, 0], (queries @ bank.T).argmax(1))
+
+
+def _wide_rows(n: int, seed: int) -> torch.Tensor:
+    """Rows of random scores, plus rows whose top entries sit where a two-pass top-k could miss them:
+    all in the ragged tail, all in one block, spread one per block, and many equal scores."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(6, n, generator=g)
+    rows[1, -7:] += 100.0                          # the k best in the last, partial block
+    rows[2, 1000:1012] += 100.0                    # the k best in one block
+    rows[3, torch.arange(12) * (n // 12)] += 100.0  # the k best one per block, far apart
+    rows[4] = torch.randint(0, 40, (n,), generator=g).float()   # heavy ties, including at the k-th
+    rows[5] = rows[5].abs().neg()                  # all negative: a zero-filled block would win
+    return rows
+
+
+@pytest.mark.parametrize("n,k", [(100_003, 7), (1 << 15, 12), (40_000, 1), (50_000, 64)])
+def test_two_pass_row_topk_gives_torch_topks_values(n: int, k: int) -> None:
+    """`row_topk` (block maxima, then the k best blocks) returns `torch.topk`'s values exactly, and
+    its indices where scores do not tie; where they tie, each index still holds its value once."""
+    from harness.neighbours import row_topk
+
+    rows = _wide_rows(n, n + k)
+    got_v, got_i = row_topk(rows, k)
+    ref_v, ref_i = torch.topk(rows, k, dim=1)
+    assert torch.equal(got_v, ref_v)
+    assert torch.equal(got_i[[0, 1, 2, 3, 5]], ref_i[[0, 1, 2, 3, 5]])   # no ties among the k best
+    assert torch.equal(rows.gather(1, got_i), got_v)
+    assert all(len(set(r.tolist())) == k for r in got_i)
 
 
 def test_contrastive_knn_bank_tracks_batch_and_excludes_self() -> None:
