@@ -74,8 +74,8 @@ def row_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Cut each row into blocks: each of the row's k largest entries lies in one of the k blocks with
     the largest maxima (a block left out has k blocks above it whose maxima are all at least as
     large, so none of its entries can be among the k). One max-pass over the row, a top-k over the
-    block maxima and one over k blocks replace a selection over the whole row: 8.9x on a 2-core CPU
-    at 1M columns, 2.5x at 100k (`python -m bench.cpu_speed`). The indices differ from
+    block maxima and one over k blocks replace a selection over the whole row: 7.5x on a 2-core CPU
+    at 1M columns, 1.7x at 100k (`python -m bench.cpu_speed`). The indices differ from
     `torch.topk`'s only where scores tie, as any two top-k kernels may.
     """
     q, n = scores.shape

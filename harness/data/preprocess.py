@@ -10,6 +10,7 @@ different pixel scales onto one angular grid, so two cameras meet in one model i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,10 +34,17 @@ def crop_or_pad(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 2048) -> np.ndarray:
-    """asinh(x / (softening * sigma)) per image and band, sigma = robust noise of that stamp."""
+def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 256) -> np.ndarray:
+    """asinh(x / (softening * sigma)) per image and band, sigma = robust noise of that stamp.
+
+    Chunks of stamps run on torch's intra-op thread count (numpy releases the GIL in its medians and
+    ufuncs), so `score` and data preparation use every core the process was given; every number is
+    computed per stamp, so the result is the same bit for bit on any thread count."""
+    import torch
+
     out = np.empty(images.shape, dtype=np.float32)
-    for s in range(0, images.shape[0], chunk):
+
+    def one(s: int) -> None:
         x = np.asarray(images[s:s + chunk], dtype=np.float32)
         if not np.isfinite(x).all():
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -45,6 +53,15 @@ def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 2048) -> 
         sigma = 1.4826 * np.median(np.abs(flat - med), axis=-1, keepdims=True)
         sigma = np.where(sigma > 0, sigma, np.maximum(flat.std(axis=-1, keepdims=True), 1e-12))
         out[s:s + chunk] = np.arcsinh((flat - med) / (softening * sigma)).reshape(x.shape)
+
+    starts = range(0, images.shape[0], chunk)
+    threads = min(torch.get_num_threads(), len(starts))
+    if threads <= 1:
+        for s in starts:
+            one(s)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, starts))
     return out
 
 

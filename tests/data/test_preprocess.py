@@ -62,6 +62,21 @@ def test_no_statistic_is_shared_across_stamps() -> None:
         assert np.array_equal(normalise(x[i:i + 1])[0], whole[i])
 
 
+def test_the_stretch_is_the_same_on_any_thread_count(monkeypatch) -> None:
+    """Chunks run on torch's thread count; every chunk is written, once, whatever the count, and a
+    non-finite pixel in one chunk changes no other chunk."""
+    import torch
+
+    x = _stamps(n=11)
+    x[4, 0, 2, 2], x[9, 2, 0, 0] = np.nan, np.inf
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
+        results.append(normalise(x, chunk=2))
+    assert all(np.array_equal(r, results[0]) for r in results[1:]) and np.isfinite(results[0]).all()
+    assert np.array_equal(normalise(x[:4], chunk=2), results[0][:4])
+
+
 def test_normalised_stamp_is_a_noise_scaled_asinh_around_its_median() -> None:
     x = _stamps(n=1, c=1)
     flat = x.reshape(-1)
