@@ -10,8 +10,9 @@ the hard pool and AUROC on the 20% labelled split; the hard test split is never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,11 @@ class Checkpoint:
 
 class DivergenceCheck:
     """Stops the loop at the first step whose logged terms are not finite, reading them one step
-    late: on CUDA, step N's terms are read once step N+1 is queued, so the host never waits on the
-    device mid-loop (`harness.api.Scalars`). `flush` checks the last step before a checkpoint scores
-    the weights, so a diverged model is never scored or selected."""
+    late: on CUDA, step N's terms are read once step N+1 is queued, so the device always has the next
+    step's work while the host waits for the last one (`harness.api.Scalars`). `flush` checks the
+    pending step before a checkpoint scores the weights and before an epoch hook sees them, so a
+    diverged model is never scored or selected; `guard` reports an error that a diverged step caused
+    in the next one as that divergence."""
 
     def __init__(self, name: str) -> None:
         self.name, self.pending = name, None
@@ -53,7 +56,16 @@ class DivergenceCheck:
         self.pending = (step, logs)
         return previous
 
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            self.flush()   # a pending diverged step raises its FloatingPointError, chained to this error
+            raise
+
     def flush(self) -> Mapping[str, float] | None:
+        """Check the pending step's logs now; return them (None when nothing is pending)."""
         if self.pending is None:
             return None
         (step, logs), self.pending = self.pending, None
@@ -136,12 +148,14 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
     method.train()
     diverged = DivergenceCheck(type(method).name)
     for step in range(steps):
-        if step % epoch_len == 0:
-            method.on_epoch_start(step // epoch_len)
-        src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(tbs, ctx.generator)
-        src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
-        with autocast():
-            logs = diverged.after(step, method.update(src, tgt, step))
+        with diverged.guard():
+            if step % epoch_len == 0:
+                diverged.flush()   # epoch hooks (re-estimated weights, bank refreshes) see checked weights
+                method.on_epoch_start(step // epoch_len)
+            src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(tbs, ctx.generator)
+            src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
+            with autocast():
+                logs = diverged.after(step, method.update(src, tgt, step))
         sched.step()
         bar.update()
         if logs is not None and (step % 10 == 1 or step == steps - 1):

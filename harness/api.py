@@ -69,7 +69,8 @@ SGD_RECIPE: dict[str, Any] = {
 class Scalars(Mapping[str, float]):
     """The floats one `update` logs. On CUDA the tensor terms are copied to pinned host memory without
     waiting, and the copy is awaited on first read: the loop reads step N's terms after queueing step
-    N+1, so the host never idles on the device to learn a loss. Elsewhere they are read at once."""
+    N+1, so the device always has queued work while the host waits. Elsewhere the stacked terms (a
+    copy) are turned into floats on first read."""
 
     def __init__(self, names: list[str], tensors: dict[str, Tensor], numbers: dict[str, float]) -> None:
         self._names, self._numbers, self._ready = names, numbers, None
@@ -79,7 +80,7 @@ class Scalars(Mapping[str, float]):
             self._host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
             self._host.copy_(stacked, non_blocking=True)
             self._ready = torch.cuda.Event()
-            self._ready.record()
+            self._ready.record(torch.cuda.current_stream(stacked.device))   # the copy's stream
         else:
             self._host = stacked
 

@@ -85,6 +85,31 @@ def test_augmentation_never_waits_for_the_device_and_equals_the_cpus() -> None:
             assert torch.equal(got.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
 
 
+def test_logged_values_read_late_are_their_own_steps() -> None:
+    """`scalars` copies without waiting and the read waits for that copy: the value read must be its
+    own step's, behind a long queued kernel, after an unread one was dropped (its pinned buffer goes
+    back to the cache) and when the values were made on a side stream."""
+    import contextlib
+
+    from harness.api import scalars
+
+    x = torch.randn(2048, 2048, device=DEV)
+    made, logged = [], []
+    for i in range(3):
+        v = (x @ x).sum() / 1e6 + i      # a long kernel queued before each copy
+        made.append(v)
+        logged.append(scalars(v=v, i=i))
+        scalars(v=x.mean())              # dropped unread
+    side = torch.cuda.Stream() if DEV.type == "cuda" else None
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        w = (x @ x).mean()
+        late = scalars(w=w)
+    got = [dict(out) for out in logged] + [dict(late)]
+    if side is not None:
+        side.synchronize()
+    assert got == [{"v": v.item(), "i": float(i)} for i, v in enumerate(made)] + [{"w": w.item()}]
+
+
 @pytest.mark.parametrize("backbone", ["small", "resnet18"])
 def test_a_dann_step_never_waits_for_the_device(backbone: str) -> None:
     """The adaptation loop's body (draw, weak augmentation, autocast, DANN's update with its optimiser

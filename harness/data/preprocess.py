@@ -55,7 +55,7 @@ def normalise(images: np.ndarray, softening: float = 3.0, chunk: int = 256) -> n
         out[s:s + chunk] = np.arcsinh((flat - med) / (softening * sigma)).reshape(x.shape)
 
     starts = range(0, images.shape[0], chunk)
-    threads = min(torch.get_num_threads(), len(starts))
+    threads = min(torch.get_num_threads(), len(starts), 8)   # at most 2,048 stamps in flight, as before
     if threads <= 1:
         for s in starts:
             one(s)

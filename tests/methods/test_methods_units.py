@@ -226,26 +226,79 @@ def test_torch_knn_chunks_give_the_one_chunk_answer(monkeypatch) -> None:
     assert torch.equal(whole[1][:, 0], (queries @ bank.T).argmax(1))
 
 
-def _wide_rows(n: int, seed: int) -> torch.Tensor:
-    """Rows of random scores, plus rows whose top entries sit where a two-pass top-k could miss them:
-    all in the ragged tail, all in one block, spread one per block, and many equal scores."""
+def test_a_divergence_is_reported_before_the_errors_it_causes() -> None:
+    """Logs are checked a step late, so the next step (or an epoch hook) already runs on a diverged
+    model: the epoch hook must see checked weights (IWDANN's re-estimate would hand NaNs to lstsq),
+    and an error raised in the next step must surface as the divergence that caused it."""
+    import contextlib
+
+    from harness.adapt import adapt
+    from harness.config import AdaptConfig
+
+    method, ctx = start("iwdann")
+    ctx.steps = 10                  # 40 target rows / 8 a batch: epochs of 5 steps; checkpoints at 3, 7, 10
+    update = method.update
+
+    def nan_weights_at_fifth(src, tgt, step):
+        logs = update(src, tgt, step)
+        if step == 4:               # the epoch's last step, with no checkpoint right after it
+            with torch.no_grad():
+                for p in method.model.parameters():
+                    p.fill_(float("nan"))
+            return {**logs, "loss": float("nan")}
+        return logs
+
+    hook, hook_saw_finite = method.on_epoch_start, []
+
+    def checked_hook(epoch):        # on CUDA a NaN here could be a device-side assert, not an exception
+        hook_saw_finite.append(all(torch.isfinite(p).all() for p in method.model.parameters()))
+        hook(epoch)
+
+    method.update, method.on_epoch_start = nan_weights_at_fifth, checked_hook
+    with pytest.raises(FloatingPointError, match=r"iwdann: training diverged at step 5 \(loss = nan\)"):
+        adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5), AdaptConfig(checkpoints=3),
+              contextlib.nullcontext, quiet=True)
+    assert hook_saw_finite == [True]   # epoch 0 only: epoch 1's hook never ran on the diverged weights
+
+    method, ctx = start("dann")
+    update = method.update
+
+    def nan_then_error(src, tgt, step):
+        if step == 2:
+            raise RuntimeError("an error the diverged weights caused")
+        logs = update(src, tgt, step)
+        return {**logs, "domain": float("nan")} if step == 1 else logs
+
+    method.update = nan_then_error
+    with pytest.raises(FloatingPointError, match=r"dann: training diverged at step 2 \(domain = nan\)") as e:
+        adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5), AdaptConfig(checkpoints=1),
+              contextlib.nullcontext, quiet=True)
+    assert isinstance(e.value.__context__, RuntimeError)
+
+
+def _wide_rows(n: int, k: int, seed: int) -> torch.Tensor:
+    """Rows of random scores, plus rows whose k best entries all sit where a two-pass top-k could miss
+    them: at the end of the row (the ragged tail and the blocks before it), in one run of neighbours,
+    one per block far apart; a row of many equal scores; and an all-negative row."""
     g = torch.Generator().manual_seed(seed)
     rows = torch.randn(6, n, generator=g)
-    rows[1, -7:] += 100.0                          # the k best in the last, partial block
-    rows[2, 1000:1012] += 100.0                    # the k best in one block
-    rows[3, torch.arange(12) * (n // 12)] += 100.0  # the k best one per block, far apart
+    rows[1, -k:] += 100.0                            # the k best at the very end
+    rows[2, 1000:1000 + k] += 100.0                  # the k best side by side
+    rows[3, torch.arange(k) * (n // k)] += 100.0     # the k best spread out, one per block or fewer
     rows[4] = torch.randint(0, 40, (n,), generator=g).float()   # heavy ties, including at the k-th
-    rows[5] = rows[5].abs().neg()                  # all negative: a zero-filled block would win
+    rows[5] = rows[5].abs().neg()                    # all negative: a zero-filled block would win
     return rows
 
 
-@pytest.mark.parametrize("n,k", [(100_003, 7), (1 << 15, 12), (40_000, 1), (50_000, 64)])
+@pytest.mark.parametrize("n,k", [(100_003, 7), (1 << 15, 12), (131_071, 40), (40_000, 1), (50_000, 64),
+                                 (40_000, 100)])
 def test_two_pass_row_topk_gives_torch_topks_values(n: int, k: int) -> None:
-    """`row_topk` (block maxima, then the k best blocks) returns `torch.topk`'s values exactly, and
-    its indices where scores do not tie; where they tie, each index still holds its value once."""
+    """`row_topk` (block maxima, then the k best blocks; plain `torch.topk` when k blocks would be a
+    large share of the row) returns `torch.topk`'s values exactly, and its indices where scores do
+    not tie; where they tie, each index still holds its value, once."""
     from harness.neighbours import row_topk
 
-    rows = _wide_rows(n, n + k)
+    rows = _wide_rows(n, k, n + k)
     got_v, got_i = row_topk(rows, k)
     ref_v, ref_i = torch.topk(rows, k, dim=1)
     assert torch.equal(got_v, ref_v)
