@@ -1,7 +1,7 @@
 """Where the harness's DANN step loses to the bare backbone on a GPU, and what the kNN search costs:
 A/B measurements in one process, each against its own baseline, printed as JSON lines.
 
-    python -m bench.gpu_probe [--backbones small,resnet18] [--device auto] [--smoke]
+    python -m bench.gpu_probe [--backbones small,resnet18] [--device auto] [--probes all] [--smoke]
 
 - `cudnn`: the harness `dann` step and the bare backbone with cuDNN autotuning off (the harness's
   setting), then on, then off again (so drift shows);
@@ -10,7 +10,9 @@ A/B measurements in one process, each against its own baseline, printed as JSON 
 - `knn`: the torch kNN at a 1M bank for 256 queries, split into its matmul and its top-k (one
   `torch.topk` against `harness.neighbours.row_topk`'s two passes, same values), and whole at three
   query-chunk sizes (exact in every case: only the chunking changes);
-- `profile`: torch.profiler's top kernels over 10 `dann` steps, with CPU and CUDA time per step.
+- `profile`: torch.profiler's top kernels over 10 `dann` steps, with CPU and CUDA time per step;
+- `compile`: the `dann` step with its forward and losses under `torch.compile` (CUDA graphs on
+  CUDA) against the eager step and the bare backbone: does graph capture close the gap?
 
 A diagnostic for bench/RESULTS.md, not a goal row of `bench/gpu.sh`.
 """
@@ -20,11 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
-from bench.gpu_step import bare_backbone_rate, dann_method, device_and_precision, synthetic_domain, time_steps
+from bench.gpu_step import (
+    bare_backbone_rate,
+    dann_method,
+    device_and_precision,
+    sync,
+    synthetic_domain,
+    time_steps,
+)
 
 
 def emit(**row: object) -> None:
@@ -97,11 +107,60 @@ def profile(bb: str, dev: torch.device, prec: str, n: int, batch: int) -> None:
     print(p.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60), flush=True)
 
 
+def compile_ab(backbones: list[str], dev: torch.device, prec: str, n: int, batch: int, timing: tuple) -> None:
+    """The `dann` step with its forward and losses (embed, head, discriminator through the gradient
+    reversal, both losses) under `torch.compile` (reduce-overhead, i.e. CUDA graphs, on CUDA), the
+    optimiser step, sampling and augmentation left eager, against the eager step and the bare
+    backbone. A diagnostic of whether graph capture closes the gap; the harness does not compile."""
+    from harness.api import scalars
+    from methods._domain_loss import domain_bce, grl_lambda
+
+    src = synthetic_domain(n, 64, dev, labels=True, seed=1)
+    tgt = synthetic_domain(n, 64, dev, labels=False, seed=2)
+    mode = "reduce-overhead" if dev.type == "cuda" else "default"
+    for bb in backbones:
+        eager_method, eager = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
+        method, step = dann_method(bb, src, tgt, batch, 100_000, dev, prec)
+
+        def losses(xs: torch.Tensor, xt: torch.Tensor, cs: torch.Tensor, ct: torch.Tensor, ys: torch.Tensor,
+                   m=method) -> torch.Tensor:
+            z = m.model.embed(torch.cat([xs, xt]), torch.cat([cs, ct]))
+            d = m.disc(m.grl(z.float())).float()
+            return F.cross_entropy(m.model.head(z).float()[:len(xs)], ys) + domain_bce(d, len(xs))
+
+        compiled = torch.compile(losses, mode=mode)
+
+        def update(s, t, i: int, m=method, f=compiled):   # DANN's update, its losses compiled
+            m.grl.update_weight(m.hp["lambda_max"] * grl_lambda(i / m.steps, m.hp["lambda_gamma"]))
+            loss = f(s.images, t.images, s.catalog, t.catalog, s.labels)
+            m.step(loss)
+            return scalars(loss=loss)
+
+        method.update = update
+        t0 = time.perf_counter()
+        for _ in range(3):   # compile, then record the graphs
+            step()
+            eager()
+        sync(dev)
+        first_s = time.perf_counter() - t0
+        same = all(torch.allclose(a, b, rtol=1e-2, atol=1e-3)
+                   for a, b in zip(method.model.parameters(), eager_method.model.parameters()))
+        compiled_s, _ = time_steps(step, dev, *timing)
+        eager_s, _ = time_steps(eager, dev, *timing)
+        bare = bare_backbone_rate(bb, batch, 64, dev, prec, *timing)
+        rate = 2 * batch / compiled_s
+        emit(probe="compile", backbone=bb, mode=mode, first_steps_s=first_s, eager_img_s=2 * batch / eager_s,
+             compiled_img_s=rate, bare_img_s=bare, compiled_over_bare=rate / bare,
+             weights_close_after_3_steps=same)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default="small,resnet18")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU check of the code paths)")
+    ap.add_argument("--probes", default="all",
+                    help="comma list of cudnn, knn, profile, compile (default: all)")
     a = ap.parse_args(argv)
     dev, prec = device_and_precision(a.device)
     backbones = a.backbones.split(",")
@@ -113,7 +172,10 @@ def main(argv: list[str] | None = None) -> None:
          torch=torch.__version__, precision=prec)
     for name, fn in (("cudnn", lambda: cudnn_ab(backbones, dev, prec, n, batch, timing)),
                      ("knn", lambda: knn_ab(dev, bank, queries, timing)),
-                     ("profile", lambda: profile(backbones[0], dev, prec, n, batch))):
+                     ("profile", lambda: profile(backbones[0], dev, prec, n, batch)),
+                     ("compile", lambda: compile_ab(backbones, dev, prec, n, batch, timing))):
+        if a.probes != "all" and name not in a.probes.split(","):
+            continue
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - one probe's failure must not cost the others
