@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import AdaptConfig
@@ -42,10 +43,10 @@ class Checkpoint:
 class DivergenceCheck:
     """Stops the loop at the first step whose logged terms are not finite, reading them one step
     late: on CUDA, step N's terms are read once step N+1 is queued, so the device always has the next
-    step's work while the host waits for the last one (`harness.api.Scalars`). `flush` checks the
-    pending step before a checkpoint scores the weights and before an epoch hook sees them, so a
-    diverged model is never scored or selected; `guard` reports an error that a diverged step caused
-    in the next one as that divergence."""
+    step's work while the host waits for the last one (`harness.api.Scalars`). `settle` checks the
+    pending step and the weights themselves (an update can overflow after a finite loss) before a
+    checkpoint scores them and before an epoch hook sees them, so a diverged model is never scored or
+    selected; `guard` reports an error that a diverged step caused in the next one as that divergence."""
 
     def __init__(self, name: str) -> None:
         self.name, self.pending = name, None
@@ -63,6 +64,14 @@ class DivergenceCheck:
         except Exception:
             self.flush()   # a pending diverged step raises its FloatingPointError, chained to this error
             raise
+
+    def settle(self, steps_done: int, method: AdaptationMethod) -> None:
+        """`flush`, then one check (one device sync) that every float weight and buffer is finite."""
+        self.flush()
+        state = [t for t in (*method.parameters(), *method.buffers()) if t.is_floating_point()]
+        if state and not bool(torch.stack([torch.isfinite(t).all() for t in state]).all()):
+            raise FloatingPointError(f"{self.name}: training diverged by step {steps_done} "
+                                     "(weights not finite)")
 
     def flush(self) -> Mapping[str, float] | None:
         """Check the pending step's logs now; return them (None when nothing is pending)."""
@@ -150,7 +159,7 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
     for step in range(steps):
         with diverged.guard():
             if step % epoch_len == 0:
-                diverged.flush()   # epoch hooks (re-estimated weights, bank refreshes) see checked weights
+                diverged.settle(step, method)   # epoch hooks (re-estimates, bank refreshes) see it checked
                 method.on_epoch_start(step // epoch_len)
             src, tgt = ctx.source.sample(bs, ctx.generator), ctx.target.sample(tbs, ctx.generator)
             src.images, tgt.images = ctx.augment(src.images, "weak"), ctx.augment(tgt.images, "weak")
@@ -162,7 +171,7 @@ def adapt(method: AdaptationMethod, ctx: AdaptContext, pool: DomainData, labelle
             bar.set_postfix({k: f"{v:.3f}" for k, v in list(logs.items())[:3]} |
                             {"img_s": f"{tp.rate((bs + tbs) * (step + 1)):.0f}"})
         if step + 1 in at:
-            diverged.flush()
+            diverged.settle(step + 1, method)
             cks.append(checkpoint(method, pool, labelled, step + 1, eval_bs, autocast))
     bar.close()
     return cks

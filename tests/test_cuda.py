@@ -86,22 +86,30 @@ def test_augmentation_never_waits_for_the_device_and_equals_the_cpus() -> None:
 
 
 def test_logged_values_read_late_are_their_own_steps() -> None:
-    """`scalars` copies without waiting and the read waits for that copy: the value read must be its
-    own step's, behind a long queued kernel, after an unread one was dropped (its pinned buffer goes
-    back to the cache) and when the values were made on a side stream."""
+    """`scalars` copies without waiting and the read waits for that copy: each value read must be its
+    own step's even though the kernel making it is still queued behind a ~50 ms sleep when `scalars`
+    returns (a read that skipped the wait would see an unfinished copy), on the default stream and on a
+    side stream."""
     import contextlib
 
     from harness.api import scalars
 
-    x = torch.randn(2048, 2048, device=DEV)
+    def busy() -> None:   # keeps the stream busy so that the copy is still pending when read
+        if DEV.type == "cuda":
+            torch.cuda._sleep(100_000_000)
+
+    x = torch.randn(512, 512, device=DEV)
     made, logged = [], []
     for i in range(3):
-        v = (x @ x).sum() / 1e6 + i      # a long kernel queued before each copy
+        busy()
+        v = (x @ x).sum() / 1e6 + i
         made.append(v)
         logged.append(scalars(v=v, i=i))
-        scalars(v=x.mean())              # dropped unread
     side = torch.cuda.Stream() if DEV.type == "cuda" else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        busy()
         w = (x @ x).mean()
         late = scalars(w=w)
     got = [dict(out) for out in logged] + [dict(late)]

@@ -276,6 +276,33 @@ def test_a_divergence_is_reported_before_the_errors_it_causes() -> None:
     assert isinstance(e.value.__context__, RuntimeError)
 
 
+def test_weights_that_overflow_after_a_finite_loss_are_never_scored(monkeypatch) -> None:
+    """A step's loss is computed before its update, so an update that overflows (say, a bf16 gradient)
+    logs a finite loss: the weights themselves are checked before each checkpoint and epoch hook."""
+    import contextlib
+
+    import harness.adapt as adapt_module
+    from harness.config import AdaptConfig
+
+    method, ctx = start("dann")   # 5 steps: checkpoints after steps 2 and 5
+    update, scored = method.update, []
+
+    def inf_weights_after_second(src, tgt, step):
+        logs = update(src, tgt, step)   # finite: computed before the weights go bad
+        if step == 1:
+            with torch.no_grad():
+                next(iter(method.disc.parameters())).fill_(float("inf"))
+        return logs
+
+    real = adapt_module.checkpoint
+    monkeypatch.setattr(adapt_module, "checkpoint", lambda m, *a: scored.append(a[2]) or real(m, *a))
+    method.update = inf_weights_after_second
+    with pytest.raises(FloatingPointError, match=r"dann: training diverged by step 2 \(weights not finite\)"):
+        adapt_module.adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5),
+                           AdaptConfig(checkpoints=2), contextlib.nullcontext, quiet=True)
+    assert scored == [0]
+
+
 def _wide_rows(n: int, k: int, seed: int) -> torch.Tensor:
     """Rows of random scores, plus rows whose k best entries all sit where a two-pass top-k could miss
     them: at the end of the row (the ragged tail and the blocks before it), in one run of neighbours,
