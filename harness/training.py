@@ -165,7 +165,8 @@ class Augment:
         """(b, h*w) source pixel of each output pixel for `torch.roll` by one random (dy, dx) in
         [-max_shift, max_shift]^2 per quarter batch (the chunks of `x.chunk(4)`), built on the device:
         the shifts are never read back to the host, so a GPU step does not wait on them."""
-        n_chunks, size = len(torch.arange(b).chunk(4)), max(1, -(-b // 4))
+        size = max(1, -(-b // 4))                  # x.chunk(4): chunks of ceil(b / 4) rows,
+        n_chunks = -(-b // size) if b else 4        # so fewer than 4 for small b (4 empty ones at b = 0)
         span = 2 * self.max_shift + 1
         shifts = (self._rand(n_chunks, 2, device=dev) * span).long() - self.max_shift
         s = shifts[torch.arange(b, device=dev) // size]
