@@ -149,6 +149,17 @@ def _check_card_roles(easy: str, hard: str) -> None:
                            "has splits.val_frac, a target card splits.labelled_frac and splits.test_frac)")
 
 
+def _check_distinct(easy_spec: str, hard_spec: str, easy: imageset.ImageSet, hard: imageset.ImageSet) -> None:
+    """One image-set folder given as both domains is refused: an imported set carries both families of
+    splits, drawn independently, so the source model would train on hard test images. (Cards are safe:
+    the two domains are drawn with different data seeds, even from one card.)"""
+    folders = Path(easy_spec).is_dir() and Path(hard_spec).is_dir()
+    if folders and (Path(easy_spec).resolve() == Path(hard_spec).resolve()
+                    or (easy.fingerprint and easy.fingerprint == hard.fingerprint)):
+        raise BadInput(f"--easy {easy_spec} and --hard {hard_spec} are the same image set: the source model "
+                       "would train on the hard test images; give two different sets")
+
+
 def declared_task(spec: str) -> str:
     """The task a card or an image-set folder declares, read before anything is generated."""
     if Path(spec).is_dir():
@@ -201,6 +212,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     _check_card_roles(d.easy, d.hard)
     easy = load_domain(d.easy, d.n_easy, d.seed, datasets_dir, rt, d.workers)
     hard = load_domain(d.hard, d.n_hard, d.seed + 1, datasets_dir, rt, d.workers)
+    _check_distinct(d.easy, d.hard, easy, hard)
     for s, need in ((easy, ("train", "val")), (hard, ("pool", "labelled", "test"))):
         for k in need:
             s.split(k)

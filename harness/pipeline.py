@@ -90,7 +90,13 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
                        "hard_fingerprint": p.hard.fingerprint, "features": p.columns, "shift": shift}}
     if p.fov is not None:   # resampling tasks: the field both domains were mapped to (score needs it)
         config["data"]["fov"] = p.fov
-    return hp, config, stable_hash("run", name, seed, config)
+    key = stable_hash("run", name, seed, config)
+    # Recorded, outside the key (the merged `hparams` already fix it): the report shows a run with
+    # overrides as an ablation row of its own rather than letting it replace the default run.
+    defaults = get_method(name).hparams
+    if over := {k: v for k, v in opts.hp_overrides.get(name, {}).items() if defaults.get(k) != v}:
+        config["hp_overrides"] = over
+    return hp, config, key
 
 
 def run_method(name: str, seed: int, p: Prepared, opts: Options, skip_done: bool = False) -> str:

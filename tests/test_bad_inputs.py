@@ -425,6 +425,12 @@ def task_mismatch(tmp: Path) -> list[str]:
     return _run_on(*_bologna_sets(tmp), "--task", "substructure")
 
 
+@case("are the same image set: the source model would train on the hard test images")
+def one_folder_as_both_domains(tmp: Path) -> list[str]:
+    easy, _ = _bologna_sets(tmp)
+    return _run_on(easy, easy)
+
+
 @case("the hard labelled split needs labels of at least two classes")
 def hard_set_whose_labelled_split_is_empty(tmp: Path) -> list[str]:
     easy, hard = _bologna_sets(tmp)

@@ -83,17 +83,22 @@ def test_corrupt_caches_are_rebuilt_with_a_warning(smoke_root: Path, tmp_path: P
                                                    capsys) -> None:
     shutil.copytree(smoke_root / "ds", tmp_path / "ds")
     shutil.copytree(smoke_root / "cache", tmp_path / "cache")
-    data = next((tmp_path / "ds").glob("easy-*"))
-    source = next((tmp_path / "cache").glob("source-*"))
-    with open(data / "images.npy", "r+b") as f:   # one flipped byte deep in the pixels
-        f.seek(4000)
-        b = f.read(1)
-        f.seek(4000)
-        f.write(bytes([b[0] ^ 0xFF]))
-    (source / "state.pt").write_bytes(b"truncated")
+    # Other tests share smoke_root and may have added sets and source models of other settings (another
+    # precision on a CPU with native bf16, say): damage every one, so the ones this run reads are damaged.
+    done = lambda d, pattern: sorted(p for p in d.glob(pattern) if ".tmp-" not in p.name)
+    sets, sources = done(tmp_path / "ds", "easy-*"), done(tmp_path / "cache", "source-*")
+    for data in sets:
+        with open(data / "images.npy", "r+b") as f:   # one flipped byte deep in the pixels
+            f.seek(4000)
+            b = f.read(1)
+            f.seek(4000)
+            f.write(bytes([b[0] ^ 0xFF]))
+    for source in sources:
+        (source / "state.pt").write_bytes(b"truncated")
     assert main(["run", "--method", "source_only", *smoke_args(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"corrupt cache {data}" in out and f"corrupt cache {source}" in out
+    (data,) = [d for d in sets if f"corrupt cache {d} (" in out]         # one of each was read, and named
+    (source,) = [d for d in sources if f"corrupt cache {d} (" in out]
     assert checksum_problem(data) is None and checksum_problem(source) is None
     assert (data / SUMS).is_file()
 

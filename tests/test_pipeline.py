@@ -143,3 +143,26 @@ def test_bf16_and_fp32_training_agree_within_noise(smoke_root: Path, tmp_path: P
         a16, lo16, hi16 = res["bf16"][(split, "auroc")]
         noise = max(hi32 - lo32, hi16 - lo16) / 2
         assert abs(a32 - a16) <= noise, (split, a32, a16, noise)
+
+
+def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
+    """The report tells an ablation from the default run by the recorded overrides; recording them must not
+    change a run's key (stores made before keep resuming), and an override equal to the default is none."""
+    from types import SimpleNamespace
+
+    from harness.config import get_preset, stable_hash
+    from harness.pipeline import run_config
+    from harness.registry import get_method
+
+    s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp")
+    p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None)
+    opts = lambda over: SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides=over)
+    default_lr = get_method("dann").hparams["lr"]
+    _, plain, key = run_config("dann", 0, p, opts({}))
+    _, same, same_key = run_config("dann", 0, p, opts({"dann": {"lr": default_lr}}))
+    over = {"dann": {"lr": 0.5, "steps": 3}, "mcc": {"lr": 1.0}}
+    hp, other, other_key = run_config("dann", 0, p, opts(over))
+    assert "hp_overrides" not in plain and same == plain and same_key == key
+    assert other["hp_overrides"] == {"lr": 0.5, "steps": 3} and hp["lr"] == 0.5
+    del other["hp_overrides"]
+    assert other_key != key and other_key == stable_hash("run", "dann", 0, other)   # the same formula

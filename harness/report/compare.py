@@ -80,6 +80,8 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
         mine = {m: d.set_index("seed")["id"] for m, d in mine.groupby("method", sort=False)}
         refs = {k: roles.reference(g, r) for k, r in REFERENCES.items()}
         oracle = roles.reference(g, roles.ORACLE)
+        gap = _gap_significant(sel, mine, refs["base"], oracle, read, n_boot)
+        out.loc[g.index, "gap_significant"] = gap
         for i, row in g.iterrows():
             for k, ref in refs.items():
                 if ref is None or ref["method"] == row["method"]:
@@ -89,7 +91,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
                     d = paired_delta(got[0], got[1][0], got[1][1], n_boot=n_boot)
                     out.loc[i, [f"delta_{k}", f"delta_{k}.low", f"delta_{k}.high"]] = d.delta, d.low, d.high
             base = refs["base"]
-            if base is None or oracle is None:
+            if not gap:   # no significant baseline→oracle gap: no ratio, references included
                 continue
             if row["method"] in (base["method"], oracle["method"]):   # 0 and 1 by definition
                 out.loc[i, "gap_closed"] = float(row["method"] == oracle["method"])
@@ -97,12 +99,21 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
             got = _blocks(sel, mine, [row["method"], base["method"], oracle["method"]], read)
             if got is not None:
                 ratio, lo, hi, significant = gap_closed(got[0], *got[1], n_boot=n_boot)
-                out.loc[g.index, "gap_significant"] = significant
-                if significant:
+                if significant:   # the gap on this row's own seeds, too
                     out.loc[i, ["gap_closed", "gap_closed.low", "gap_closed.high"]] = ratio, lo, hi
-        if not out.loc[g.index, "gap_significant"].any():   # no significant gap: no ratio, references too
-            out.loc[g.index, "gap_closed"] = math.nan
     return out
+
+
+def _gap_significant(sel: Selection, runs_of: dict[str, pd.Series], base: pd.Series | None,
+                     oracle: pd.Series | None, read: dict, n_boot: int) -> bool:
+    """Whether the group's baseline→oracle gap is significantly positive, over every seed the two share
+    (one decision per group: a method with fewer seeds changes only its own ratio, never the card's)."""
+    if base is None or oracle is None:
+        return False
+    got = _blocks(sel, runs_of, [oracle["method"], base["method"]], read)
+    if got is None:
+        return False
+    return bool(paired_delta(got[0], got[1][0], got[1][1], n_boot=n_boot).low > 0)
 
 
 def mark(low: float, high: float) -> str:

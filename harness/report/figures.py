@@ -114,12 +114,13 @@ def gap_fig(group: pd.DataFrame, colours: dict, out: Path, stem: str) -> Fig:
         base, top = group["gap_baseline"].iloc[0], group["gap_oracle"].iloc[0]
         need = [what for what, name in (("baseline", base), ("oracle", top)) if not name]
         why = (f"no {' or '.join(need)} run" if need
-               else f"the AUROC of {base} (baseline) and {top} (oracle) are equal or missing")
+               else f"the {base} (baseline) → {top} (oracle) gap is not significantly above 0, or unpaired")
         fig.notes = [(f"Skipped: gap closed needs a baseline and an oracle result, by stored role "
                       f"({why} in this group).")]
         return fig
     fig.file = save(plots.gap_bars(group, colours), out / f"{stem}-gap.png").name
-    fig.caption = "Error bars carry only the method's own AUROC interval, not the baseline's or the oracle's."
+    fig.caption = ("Whiskers: 95% paired-bootstrap interval of the ratio (images and seeds resampled once "
+                   "for the method, the baseline and the oracle, so it carries all three's uncertainty).")
     return fig
 
 

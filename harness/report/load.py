@@ -63,6 +63,60 @@ def _shift(config: str) -> float:
         return UNKNOWN_SHIFT
 
 
+def _setup(config: str) -> dict[str, str]:
+    """What makes two runs comparable besides the card and the method, flattened: the preset's every
+    section (backbone, budgets, sizes, the cards' paths), the precision and the two sets' contents."""
+    try:
+        cfg = json.loads(config)
+        data = cfg.get("data", {})
+        parts = {"preset": cfg.get("preset", {}), "precision": cfg.get("precision"),
+                 "easy set": str(data.get("easy_fingerprint"))[:8],
+                 "hard set": str(data.get("hard_fingerprint"))[:8],
+                 "features": data.get("features"), "fov": data.get("fov")}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, v: object) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        else:
+            flat[prefix.removeprefix("preset.")] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    walk("", parts)
+    return flat
+
+
+def _split_setups(runs: pd.DataFrame) -> pd.Series:
+    """Card labels that keep different setups apart: where one card's runs differ in backbone, budget,
+    precision, a set's contents or a card path of the same name, every setup is named by what differs
+    (e.g. "hard [source.backbone=resnet18]"), so a re-run with another setup never replaces, or is
+    paired with, the runs of another."""
+    setups = [_setup(c) for c in runs["config"]]
+    cards = runs["card"].copy()
+    for idx in runs.groupby(["task", "preset", "card", "shift"], sort=False).groups.values():
+        mine = [setups[runs.index.get_loc(i)] for i in idx]
+        keys = sorted(k for k in set().union(*mine) if len({m.get(k) for m in mine}) > 1)
+        if not keys:
+            continue
+        for i, m in zip(idx, mine):
+            shown = [f"{k}={m.get(k, 'null')}" for k in keys[:3]]
+            cards[i] = f"{cards[i]} [{', '.join(shown)}{', …' if len(keys) > 3 else ''}]".lstrip()
+    return cards
+
+
+def _ablation(config: str) -> str:
+    """" [key=value, …]" for a run with `--hp` overrides (its method's row is then an ablation of its
+    own, never a replacement of the default run), "" otherwise."""
+    try:
+        over = json.loads(config).get("hp_overrides") or {}
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    if not isinstance(over, dict) or not over:
+        return ""
+    return f" [{', '.join(f'{k}={over[k]}' for k in sorted(over))}]"
+
+
 def load(store_path: Path | str, task: str | None = None, preset: str | None = None) -> Selection:
     """Open the store read-only in spirit and select runs; bad input raises BadInput with one line."""
     store_path = Path(store_path)
@@ -77,6 +131,8 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
             runs[col] = default
     runs["shift"] = [_shift(c) for c in runs["config"]]
     runs["card"] = [_card(c) for c in runs["config"]]
+    runs["card"] = _split_setups(runs)
+    runs["method"] = runs["method"] + [_ablation(c) for c in runs["config"]]
     for col in ("oracle", "uses_target_labels"):
         runs[col] = runs[col].fillna(0).astype(int).astype(bool)
     runs = roles.normalise(runs)

@@ -163,7 +163,7 @@ def gap_bars(group: pd.DataFrame, colours: dict) -> Figure:
         ax.axvline(0, color=BASELINE_GREY, lw=1)
         ax.axvline(100, color=ORACLE_GREY, lw=1, ls="--")
         base, top = g["gap_baseline"].iloc[0], g["gap_oracle"].iloc[0]
-        ax.set_xlabel(f"gap closed (%): 0 = {base}, 100 = {top}; bars = method's own AUROC interval")
+        ax.set_xlabel(f"gap closed (%): 0 = {base}, 100 = {top}; whiskers: the ratio's 95% paired interval")
         ax.set_title("Baseline → oracle gap closed", loc="left")
     return fig
 

@@ -23,7 +23,7 @@ from harness.report.figures import best_unsupervised, gap_fig
 from harness.report.load import load
 from harness.report.plots import FPR_GRID, roc_on_grid
 from harness.report.style import BASELINE_GREY, ORACLE_GREY, palette
-from harness.report.tables import BOOTSTRAP, HEADLINE, OVER_SEEDS, summarise
+from harness.report.tables import BOOTSTRAP, HEADLINE, OVER_SEEDS, display, summarise
 from harness.store import RUN_COLUMNS, SCHEMA, Metric, RunRecord, Store
 
 T_975_2 = 4.302653  # t_{0.975, 2 dof}, for 3 seeds
@@ -45,17 +45,18 @@ ROLES = {"source_only": "baseline", "oracle": "oracle"}
 
 def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="lens-finding", preset="smoke",
             shift=0.0, status="ok", seconds=10.0, role: str | None = None, oracle: bool | None = None,
-            labels: bool | None = None) -> str:
+            labels: bool | None = None, config: dict | None = None, tag: str = "") -> str:
     """One run as the pipeline writes it; role and flags default to those of the shipped method `method`."""
     role = ROLES.get(method, "method") if role is None else role
     oracle = role == "oracle" if oracle is None else oracle
     labels = (oracle or method == "target_labelled") if labels is None else labels
     run = RunRecord(task=task, method=method, seed=seed, preset=preset, fingerprint="fp",
-                    config={"data": {"shift": shift}, "hparams": {}}, code_version="test", device="cpu",
-                    run_key=f"{task}-{preset}-{shift}-{method}-{seed}", oracle=oracle, role=role,
+                    config={"data": {"shift": shift}, "hparams": {}, **(config or {})}, code_version="test",
+                    device="cpu", run_key=f"{task}-{preset}-{shift}-{method}-{seed}{tag}", oracle=oracle,
+                    role=role,
                     uses_target_labels=labels, status=status,
                     seconds=seconds, error=None if status == "ok" else "RuntimeError: boom\ntraceback...",
-                    id=f"{task}-{preset}-{shift}-{method}-{seed}")
+                    id=f"{task}-{preset}-{shift}-{method}-{seed}{tag}")
     metrics = [] if auroc is None else [
         Metric("hard_test", "auroc", auroc, auroc - BOOT, auroc + BOOT),
         Metric("hard_test", "tpr0", auroc / 4),
@@ -252,6 +253,42 @@ def test_paired_delta_columns_and_verdict(smoke, store_path):
     assert "gap is significant" in line
 
 
+def test_gap_significance_is_the_cards_not_the_last_rows(tmp_path):
+    """Whether the baseline→oracle gap is significant is decided once per card, over every seed the two
+    share: a method that ran one seed (on which the gap happens to be nil) neither hides the card's
+    gap nor the other methods' ratios, and gets no ratio of its own."""
+    store = Store(tmp_path / "h.db")
+    rng = np.random.default_rng(3)
+    y = _labels(rng)
+    base0 = _predictions(rng, 0.7, labels=y)
+    plan = {"source_only": [0.7] * 5, "oracle": [0.7, 0.9, 0.9, 0.9, 0.9], "dann": [0.8] * 5, "mcc": [0.6]}
+    for method, aucs in plan.items():
+        for seed, a in enumerate(aucs):
+            rid = _record(store, method, seed, a)
+            store.run_dir(rid).mkdir()
+            same = seed == 0 and method in ("source_only", "oracle")   # seed 0: no gap at all
+            (base0 if same else _predictions(rng, a, labels=y)).to_parquet(
+                store.run_dir(rid) / "predictions.parquet")
+    s = summarise(load(store.path)).set_index("method")
+    assert s.index[-1] == "mcc"                               # processed last
+    assert s["gap_significant"].all()
+    want = expected_gap(tmp_path, "dann", "source_only", "oracle")
+    assert s.loc["dann", "gap_closed"] == pytest.approx(want, abs=1e-9)
+    assert np.isnan(s.loc["mcc", ["gap_closed", "gap_closed.low", "gap_closed.high"]].astype(float)).all()
+    assert s.loc["oracle", "gap_closed"] == 1.0
+    from harness.report.compare import verdict
+
+    assert "gap is significant" in verdict(s.reset_index(), "lens-finding · smoke")
+
+
+def test_twenty_percent_selection_is_blank_where_a_row_trained_on_that_split(smoke):
+    """Choosing the checkpoint of a run that trained on the 20% split by that split is in-sample: blank."""
+    col = "AUROC, 20%-label model selection"
+    d = display(smoke.reset_index()).set_index("Method")[col]
+    assert d["oracle †"] == "—" and d["target_labelled ‡"] == "—"
+    assert d["dann"] == f"{smoke.loc['dann', 'hard_test.auroc_sel_labelled']:.3f}" != "—"
+
+
 def test_gap_closed_blank_without_oracle(tmp_path):
     store = Store(tmp_path / "h.db")
     for seed, a in enumerate([0.7, 0.72, 0.74]):
@@ -372,6 +409,25 @@ def test_rerun_replaces_older_result(tmp_path):
     store.record(run, [Metric("hard_test", "auroc", 0.8)])
     s = summarise(load(store.path))
     assert s.loc[0, HEADLINE] == pytest.approx(0.8) and s.loc[0, "n_seeds"] == 1
+
+
+def test_other_setups_are_separate_cards_and_hp_runs_are_ablations(tmp_path):
+    """A later run with another backbone, or with `--hp` overrides, neither replaces the default runs nor
+    is paired with them: each setup of a card is its own comparison, named by what differs, and an
+    override run is a row of its own."""
+    store = Store(tmp_path / "h.db")
+    small = {"preset": {"source": {"backbone": "small"}}}
+    big = {"preset": {"source": {"backbone": "resnet18"}}}
+    for seed in range(2):
+        _record(store, "source_only", seed, 0.70, config=small)
+        _record(store, "dann", seed, 0.80, config=small)
+        _record(store, "dann", seed, 0.60, config={**small, "hp_overrides": {"lr": 0.1}}, tag="-hp")
+        _record(store, "dann", seed, 0.90, config=big, tag="-big")
+    s = summarise(load(store.path)).set_index(["card", "method"])[HEADLINE]
+    assert s.loc[("[source.backbone=small]", "dann")] == pytest.approx(0.80)
+    assert s.loc[("[source.backbone=small]", "dann [lr=0.1]")] == pytest.approx(0.60)
+    assert s.loc[("[source.backbone=resnet18]", "dann")] == pytest.approx(0.90)
+    assert len(s) == 4   # source_only has no resnet18 runs: nothing to pair the resnet18 dann with
 
 
 def test_method_with_only_failed_runs(tmp_path):
