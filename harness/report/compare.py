@@ -10,6 +10,7 @@ numbers, the one line per card that says whether any unsupervised method beats t
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -69,7 +70,7 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
     """Add Δ-vs-reference columns (`delta_base`, `delta_control`, each with `.low`/`.high` and the
     shared seed count) and replace gap closed by its paired-bootstrap ratio."""
     out = summary.copy()
-    for col in ("delta_base", "delta_control", "gap_closed"):
+    for col in ("delta_base", "delta_control", "gap_closed", "delta_oracle"):
         for suffix in ("", ".low", ".high"):
             out[col + suffix] = math.nan
     out["gap_significant"] = False
@@ -82,6 +83,11 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
         oracle = roles.reference(g, roles.ORACLE)
         gap = _gap_significant(sel, mine, refs["base"], oracle, read, n_boot)
         out.loc[g.index, "gap_significant"] = gap
+        for i in _longer_oracles(g, oracle):   # the ceiling check: the oracle again, with more steps
+            got = _blocks(sel, mine, [g.loc[i, "method"], oracle["method"]], read)
+            if got is not None:
+                d = paired_delta(got[0], got[1][0], got[1][1], n_boot=n_boot)
+                out.loc[i, ["delta_oracle", "delta_oracle.low", "delta_oracle.high"]] = d.delta, d.low, d.high
         for i, row in g.iterrows():
             for k, ref in refs.items():
                 if ref is None or ref["method"] == row["method"]:
@@ -101,6 +107,20 @@ def add_paired(sel: Selection, summary: pd.DataFrame, n_boot: int = 1000) -> pd.
                 ratio, lo, hi, significant = gap_closed(got[0], *got[1], n_boot=n_boot)
                 if significant:   # the gap on this row's own seeds, too
                     out.loc[i, ["gap_closed", "gap_closed.low", "gap_closed.high"]] = ratio, lo, hi
+    return out
+
+
+def _longer_oracles(group: pd.DataFrame, oracle: pd.Series | None) -> list:
+    """Rows of the group's oracle method run with only a larger `steps` (`--hp oracle.steps=N`): paired
+    with the oracle, they test whether it is a ceiling at its own budget (Δ above 0: it is not)."""
+    if oracle is None or "overrides" not in group:
+        return []
+    out = []
+    for i, row in group.iterrows():
+        over = json.loads(row["overrides"] or "{}")
+        if (i != oracle.name and row["base_method"] == oracle["base_method"] and row["role"] == roles.ORACLE
+                and set(over) == {"steps"} and json.loads(oracle["overrides"] or "{}") == {}):
+            out.append(i)
     return out
 
 
@@ -153,4 +173,10 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     if oracle is not None:
         parts.append(f"the {base['method']}→{oracle['method']} gap is "
                      + ("significant" if gap else "not significant, so gap closed is not shown"))
+        low = group.get("delta_oracle.low", pd.Series(np.nan, index=group.index))
+        for _, r in group[np.isfinite(low)].iterrows():
+            d = f"{r['delta_oracle']:+.3f} [{r['delta_oracle.low']:+.3f}, {r['delta_oracle.high']:+.3f}]"
+            parts.append(f"{r['method']} gains {d} over {oracle['method']}: " + (
+                "more steps raise it, so it is not yet a ceiling" if r["delta_oracle.low"] > 0
+                else "no significant gain, so more steps do not raise the ceiling"))
     return "; ".join(parts) + "."

@@ -105,16 +105,20 @@ def _split_setups(runs: pd.DataFrame) -> pd.Series:
     return cards
 
 
-def _ablation(config: str) -> str:
-    """" [key=value, …]" for a run with `--hp` overrides (its method's row is then an ablation of its
-    own, never a replacement of the default run), "" otherwise."""
+def _overrides(config: str) -> str:
+    """A run's `--hp` overrides that differ from its method's defaults, as sorted JSON ("{}": none)."""
     try:
         over = json.loads(config).get("hp_overrides") or {}
     except (ValueError, TypeError, AttributeError):
-        return ""
-    if not isinstance(over, dict) or not over:
-        return ""
-    return f" [{', '.join(f'{k}={over[k]}' for k in sorted(over))}]"
+        return "{}"
+    return json.dumps(over if isinstance(over, dict) else {}, sort_keys=True)
+
+
+def _ablation(overrides: str) -> str:
+    """" [key=value, …]" for a run with overrides (its method's row is then an ablation of its own,
+    never a replacement of the default run), "" otherwise."""
+    over = json.loads(overrides)
+    return f" [{', '.join(f'{k}={over[k]}' for k in sorted(over))}]" if over else ""
 
 
 def load(store_path: Path | str, task: str | None = None, preset: str | None = None) -> Selection:
@@ -132,7 +136,9 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
     runs["shift"] = [_shift(c) for c in runs["config"]]
     runs["card"] = [_card(c) for c in runs["config"]]
     runs["card"] = _split_setups(runs)
-    runs["method"] = runs["method"] + [_ablation(c) for c in runs["config"]]
+    runs["overrides"] = [_overrides(c) for c in runs["config"]]
+    runs["base_method"] = runs["method"]
+    runs["method"] = runs["method"] + [_ablation(o) for o in runs["overrides"]]
     for col in ("oracle", "uses_target_labels"):
         runs[col] = runs[col].fillna(0).astype(int).astype(bool)
     runs = roles.normalise(runs)

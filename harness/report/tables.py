@@ -95,6 +95,7 @@ def summarise(sel: Selection) -> pd.DataFrame:
         failed_seeds = set(runs.loc[runs["status"] != "ok", "seed"]) - set(mine["seed"])
         row = {"task": task, "preset": preset, "card": card, "shift": float(shift), "method": method,
                "role": str(runs["role"].iloc[-1]),  # the latest run's: runs come in time order
+               "base_method": str(runs["base_method"].iloc[-1]), "overrides": str(runs["overrides"].iloc[-1]),
                "oracle": bool(runs["oracle"].any()),
                "uses_target_labels": bool(runs["uses_target_labels"].any()),
                "n_seeds": len(mine), "n_failed": len(failed_seeds),
@@ -290,9 +291,9 @@ def _fixed(row: tuple[str, ...], widths: list[int]) -> str:
 
 def results_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine table: identification columns, then every metric's mean/low/high."""
-    ident = ["task", "preset", "card", "shift", "method", "role", "oracle", "uses_target_labels", "n_seeds",
-             "n_failed", "seeds_list", "interval", "seconds_mean", "gap_closed", "gap_closed.low",
-             "gap_closed.high", "gap_significant", *(f"delta_{k}{x}" for k in ("base", "control")
-                                                     for x in ("", ".low", ".high"))]
+    ident = ["task", "preset", "card", "shift", "method", "base_method", "overrides", "role", "oracle",
+             "uses_target_labels", "n_seeds", "n_failed", "seeds_list", "interval", "seconds_mean",
+             "gap_closed", "gap_closed.low", "gap_closed.high", "gap_significant",
+             *(f"delta_{k}{x}" for k in ("base", "control", "oracle") for x in ("", ".low", ".high"))]
     rest = [c for c in summary.columns if "." in c and c not in ident]
     return summary[ident + rest].rename(columns={"seeds_list": "seeds"})

@@ -430,6 +430,38 @@ def test_other_setups_are_separate_cards_and_hp_runs_are_ablations(tmp_path):
     assert len(s) == 4   # source_only has no resnet18 runs: nothing to pair the resnet18 dann with
 
 
+@pytest.mark.parametrize("longer, ceiling", [(0.99, False), (None, True)])
+def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
+    """`--hp oracle.steps=N` runs, paired with the oracle on the same seeds and images, say whether the
+    oracle is a ceiling at its budget: a significant gain says it is not. An oracle ablation of another
+    hyper-parameter is no such test."""
+    store = Store(tmp_path / "h.db")
+    rng = np.random.default_rng(5)
+    y = _labels(rng)
+    for seed in range(3):
+        top = _predictions(rng, 0.75, labels=y)
+        runs = [("source_only", 0.65, {}, "", None), ("dann", 0.7, {}, "", None), ("oracle", 0.75, {}, "", top),
+                ("oracle", longer or 0.75, {"steps": 900}, "-long", None if longer else top),
+                ("oracle", 0.99, {"lr": 0.1}, "-lr", None)]
+        for method, a, over, tag, preds in runs:
+            rid = _record(store, method, seed, a, config={"hp_overrides": over} if over else None, tag=tag)
+            store.run_dir(rid).mkdir()
+            (preds if preds is not None else _predictions(rng, a, labels=y)).to_parquet(
+                store.run_dir(rid) / "predictions.parquet")
+    s = summarise(load(store.path)).set_index("method")
+    assert s.loc["oracle", "gap_oracle"] == "oracle"               # the default run stays the reference
+    assert np.isnan(s.loc["oracle [lr=0.1]", "delta_oracle"])
+    d = s.loc["oracle [steps=900]"]
+    from harness.report.compare import verdict
+
+    line = verdict(s.reset_index(), "lens-finding · smoke")
+    if ceiling:   # the same scores: a zero difference
+        assert d["delta_oracle"] == 0 and d["delta_oracle.low"] == 0
+        assert "oracle [steps=900] gains +0.000 [+0.000, +0.000] over oracle: no significant gain" in line
+    else:
+        assert d["delta_oracle.low"] > 0 and "more steps raise it, so it is not yet a ceiling" in line
+
+
 def test_method_with_only_failed_runs(tmp_path):
     store = Store(tmp_path / "h.db")
     _record(store, "source_only", 0, 0.7)
