@@ -90,7 +90,12 @@ def checkpoint(method: AdaptationMethod, pool: DomainData, labelled: DomainData,
     """Scores used for selection: label-free validators on the pool, AUROC on the 20% labelled split."""
     method.eval()
     pool_logits = infer(method.predict, pool, batch_size, autocast)
-    lab_scores = class_scores(infer(method.predict, labelled, batch_size, autocast))
+    lab_logits = infer(method.predict, labelled, batch_size, autocast)
+    if not bool(torch.isfinite(pool_logits).all() & torch.isfinite(lab_logits).all()):
+        # finite weights can still overflow in the forward pass (a momentum that amplifies, say)
+        raise FloatingPointError(f"{type(method).name}: training diverged by step {step} "
+                                 "(outputs not finite)")
+    lab_scores = class_scores(lab_logits)
     lab_auc = score_auroc(labelled.labels.cpu().numpy(), lab_scores)
     state = {k: v.detach().clone() for k, v in method.state_dict().items()}
     method.train()

@@ -260,7 +260,7 @@ def register(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no `name`")
     other = REGISTERED.get(cls.name)
-    if other is not None and other.__qualname__ != cls.__qualname__:
+    if other is not None and (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"method name '{cls.name}' registered twice ({other.__module__}, {cls.__module__})")
     REGISTERED[cls.name] = cls
     return cls

@@ -70,6 +70,11 @@ def _seeds(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got '{s}'") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds is empty")
+    if bad := [x for x in seeds if not 0 <= x < 2**32]:
+        raise argparse.ArgumentTypeError(f"--seeds {bad[0]}: a seed must be in [0, 2**32)")
+    if len(set(seeds)) < len(seeds):
+        twice = next(x for x in seeds if seeds.count(x) > 1)
+        raise argparse.ArgumentTypeError(f"--seeds gives seed {twice} twice")
     return seeds
 
 
@@ -250,8 +255,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from harness.report import build_report
 
-    out = build_report(a.store, a.out, task=a.task, preset=a.preset)
-    print(f"report written to {out}/index.html")
+    build_report(a.store, a.out, task=a.task, preset=a.preset)   # it says where it wrote
     return 0
 
 

@@ -28,7 +28,13 @@ def discover(refresh: bool = False) -> None:
 
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
+            try:
+                importlib.import_module(f"{pkg.__name__}.{info.name}")
+            except Exception as e:   # noqa: BLE001 - a broken plug-in is the user's file: name it, one line
+                line = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
+                why = (e.msg if isinstance(e, SyntaxError) else str(e)).splitlines() or [""]
+                raise BadInput(f"methods/{info.name}.py{line} cannot be imported ({type(e).__name__}: "
+                               f"{why[0]}); fix or remove it") from None
     for ep in entry_points(group="harness.methods"):
         obj = ep.load()
         if isinstance(obj, type) and issubclass(obj, AdaptationMethod) and obj.name not in REGISTERED:
@@ -71,6 +77,8 @@ def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> N
             # a step size or batch must stay positive; a weight, rate or count that defaults to >= 0 may
             # be switched off (0) but never turned negative
             positive = k in ("lr", "batch_size", "uratio") or k.endswith("_lr")
+            if k == "momentum" and num and not 0 <= v < 1:   # 1 or more makes SGD's velocity grow
+                raise BadInput(f"--hp {m}.{k}={v!r}: must be in [0, 1) (default {defaults[k]!r})")
             if num and ((positive and v <= 0) or (defaults[k] >= 0 and v < 0)):
                 raise BadInput(f"--hp {m}.{k}={v!r}: must be {'> 0' if positive else '>= 0'} "
                                f"(default {defaults[k]!r})")

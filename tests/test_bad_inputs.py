@@ -217,6 +217,11 @@ def zero_learning_rate(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.lr=0"]
 
 
+@case("--hp dann.momentum=5: must be in [0, 1)")
+def momentum_that_makes_sgd_diverge(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.momentum=5"]
+
+
 @case("not part of this run")
 def hyper_parameter_of_another_method(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "mcc.lr=1"]
@@ -240,6 +245,21 @@ def jobs_not_a_number(tmp: Path) -> list[str]:
 @case("--source-steps: must be > 0")
 def zero_source_steps(tmp: Path) -> list[str]:
     return ["run", "--method", "source_only", "--preset", "smoke", "--source-steps", "0"]
+
+
+@case("--seeds -1: a seed must be in [0, 2**32)")
+def negative_seed(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--seeds=-1"]
+
+
+@case("--seeds 99999999999999999999: a seed must be in [0, 2**32)")
+def seed_beyond_numpy(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--seeds", "99999999999999999999"]
+
+
+@case("--seeds gives seed 0 twice")
+def repeated_seed(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--seeds", "0,1,0"]
 
 
 @case("--seeds takes")
@@ -493,6 +513,20 @@ def store_of_a_newer_schema(tmp: Path) -> list[str]:
 def store_that_is_a_folder(tmp: Path) -> list[str]:
     (tmp / "in" / "s.db").mkdir(parents=True)
     return ["run", "--method", "source_only", "--preset", "smoke", "--store", str(tmp / "in" / "s.db")]
+
+
+@case("holds files a report does not write (notes.txt, sub)")
+def report_over_a_folder_of_other_files(tmp: Path) -> list[str]:
+    (tmp / "in" / "precious" / "sub").mkdir(parents=True)
+    (tmp / "in" / "precious" / "notes.txt").write_text("keep")
+    return ["report", "--store", "no_such.db", "--out", str(tmp / "in" / "precious")]
+
+
+@case("is a file, not a folder")
+def report_onto_a_file(tmp: Path) -> list[str]:
+    (tmp / "in").mkdir(parents=True)
+    (tmp / "in" / "scores.parquet").write_bytes(b"x")
+    return ["report", "--store", "no_such.db", "--out", str(tmp / "in" / "scores.parquet")]
 
 
 @case("no such results store")

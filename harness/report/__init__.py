@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.errors import BadInput
 from harness.fs import atomic_dir
 from harness.report import figures, html, tables
 from harness.report.load import latest_ok, load
@@ -26,9 +27,27 @@ def terminal_table(store_path: Path | str, task: str | None = None, preset: str 
     return tables.text(tables.summarise(load(store_path, task, preset)))
 
 
+REPORT_FILES = {"index.html", "summary.md", "results.csv"}   # and the figures, *.png
+
+
+def _check_out(out: Path) -> None:
+    """A report replaces only a folder that is missing, empty or an earlier report (its own files and no
+    others): pointed at a folder of other files, it refuses instead of deleting them."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file, not a folder")
+    if out.is_dir():
+        alien = sorted(p.name for p in out.iterdir()
+                       if p.is_dir() or not (p.name in REPORT_FILES or p.suffix == ".png"))
+        if alien:
+            raise BadInput(f"--out {out}: holds files a report does not write ({', '.join(alien[:3])}"
+                           f"{', …' if len(alien) > 3 else ''}); a report replaces only an earlier report, "
+                           "so choose another folder")
+
+
 def build_report(store_path: Path | str, out: Path | str, task: str | None = None, preset: str | None = None,
                  log: Callable[[str], object] = print) -> Path:
     """Write the report folder `out` atomically and return it; bad input raises BadInput before any write."""
+    _check_out(Path(out))
     sel = load(store_path, task, preset)
     summary = tables.summarise(sel)
     ok = latest_ok(sel)

@@ -5,6 +5,7 @@ Parametrised over `registry.all_methods()`: a new file in `methods/` is run here
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -68,3 +69,31 @@ def test_entry_point_method_registers_and_runs(smoke_root: Path, tmp_path: Path,
     finally:
         api.REGISTERED.pop("plugin_probe", None)
         sys.modules.pop("probe_pkg", None)
+
+
+COPIED = ("from methods.dann import DANN as _D\nfrom harness.api import register\n\n\n@register\n"
+          "class DANN(_D):\n    pass\n")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("def broken(:\n", r"methods/zz_broken\.py, line 1 cannot be imported \(SyntaxError: "),
+    ("raise RuntimeError('no GPU')\n", r"zz_broken\.py cannot be imported \(RuntimeError: no GPU\)"),
+    # a copied method file keeps its class name but is another module: the name is taken
+    (COPIED, r"method name 'dann' registered twice \(methods\.dann, methods\.zz_broken\)"),
+])
+def test_a_broken_method_file_is_one_line_of_bad_input(tmp_path: Path, monkeypatch, capsys, text: str,
+                                                       needle: str) -> None:
+    """A method file that cannot be imported, or that takes a name already taken, stops every command with
+    one line naming the file (exit 2), not a traceback or a silent takeover of the name."""
+    import methods
+
+    registry.discover()
+    (tmp_path / "zz_broken.py").write_text(text)
+    monkeypatch.setattr(methods, "__path__", [str(tmp_path)])   # only the bad file is discovered anew
+    monkeypatch.setattr(registry, "_discovered", False)
+    try:
+        assert main(["methods"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and re.search(needle, err), err
+    finally:
+        sys.modules.pop("methods.zz_broken", None)

@@ -303,6 +303,31 @@ def test_weights_that_overflow_after_a_finite_loss_are_never_scored(monkeypatch)
     assert scored == [0]
 
 
+def test_finite_weights_whose_outputs_overflow_are_never_scored() -> None:
+    """Finite weights can still overflow in the forward pass: the checkpoint checks the outputs it scores,
+    so the run stops as diverged instead of handing NaNs to the metrics."""
+    import contextlib
+
+    from harness.adapt import adapt
+    from harness.config import AdaptConfig
+
+    method, ctx = start("dann")   # 5 steps: checkpoints after steps 2 and 5
+    update = method.update
+
+    def huge_head_after_second(src, tgt, step):
+        logs = update(src, tgt, step)
+        if step == 1:
+            with torch.no_grad():
+                for p in method.model.head.parameters():
+                    p.fill_(3e38)   # finite, but any sum of two such terms is not
+        return logs
+
+    method.update = huge_head_after_second
+    with pytest.raises(FloatingPointError, match=r"dann: training diverged by step 2 \(outputs not finite\)"):
+        adapt(method, ctx, ctx.target, domain(24, True, 3, shift=0.5), AdaptConfig(checkpoints=2),
+              contextlib.nullcontext, quiet=True)
+
+
 def _wide_rows(n: int, k: int, seed: int) -> torch.Tensor:
     """Rows of random scores, plus rows whose k best entries all sit where a two-pass top-k could miss
     them: at the end of the row (the ragged tail and the blocks before it), in one run of neighbours,

@@ -527,6 +527,19 @@ def test_report_files(report):
     assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # temp folder renamed away
 
 
+def test_a_report_replaces_an_earlier_report_but_nothing_else(store_path, tmp_path):
+    """Pointed at an earlier report (its own files only), a report replaces it; a folder holding anything
+    else is refused whole, its files untouched."""
+    out = build_report(store_path, tmp_path / "r", log=lambda _: None)
+    (out / "index.html").write_text("stale")
+    build_report(store_path, out, log=lambda _: None)
+    assert (out / "index.html").read_text() != "stale"
+    (out / "my notes.txt").write_text("keep")
+    with pytest.raises(BadInput, match="holds files a report does not write"):
+        build_report(store_path, out, log=lambda _: None)
+    assert (out / "my notes.txt").read_text() == "keep" and (out / "results.csv").is_file()
+
+
 def test_results_csv(report):
     df = pd.read_csv(report / "results.csv")
     for col in ("task", "preset", "shift", "method", "n_seeds", "n_failed", "interval", "seconds_mean",
