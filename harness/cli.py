@@ -1,4 +1,4 @@
-"""`python -m harness ...`: data, methods, run, sweep, report.
+"""`python -m harness ...`: data, methods, run, sweep, score, report.
 
 Exit 0 on success, 2 on bad input (one clear line on stderr, nothing written), 1 when a run
 failed during training (recorded as 'failed' in the store).

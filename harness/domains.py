@@ -24,7 +24,7 @@ from harness.data import imageset
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import crop_or_pad, prepare, resample
 from harness.errors import BadInput
-from harness.fs import locked, verified_or_removed
+from harness.fs import SUMS, checksum_problem, locked, verified_or_removed
 from harness.tasks import Task, get_task, task_of
 from harness.training import Runtime
 
@@ -108,11 +108,20 @@ def _ident(s: imageset.ImageSet) -> tuple:
     return s.fingerprint, len(s), s.meta.get("seed"), splits
 
 
+def verified_set(path: Path) -> imageset.ImageSet:
+    """An image-set folder checked against its SHA256SUMS first: an imported set cannot be rebuilt the
+    way a generated one is, so a damaged one is refused rather than trained or scored on."""
+    if (path / SUMS).is_file() and (problem := checksum_problem(path)) is not None:
+        raise BadInput(f"{path}: {problem} ({SUMS}): the set changed after it was written; "
+                       "import or generate it again")
+    return imageset.load(path)
+
+
 def load_domain(spec: str, n: int, seed: int, datasets_dir: Path, rt: Runtime, workers: int = 1
                 ) -> imageset.ImageSet:
     """An existing image-set folder, or a card generated on the fly into `datasets_dir`."""
     if Path(spec).is_dir():
-        return imageset.load(spec)
+        return verified_set(Path(spec))
     from harness.data.cards import load_card
     from harness.data.simulate import generate
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -108,11 +109,32 @@ def _init(settings: RaySettings, quiet: bool):
                        "or use --backend local") from None
     if not ray.is_initialized():
         kw = {} if settings.address else {"include_dashboard": False}
+        _reachable(settings.address)
         try:
             ray.init(address=settings.address, log_to_driver=not quiet, **kw)
         except ConnectionError as e:
             raise BadInput(f"--address {settings.address}: no Ray cluster there ({e})") from None
+        except Exception as e:   # e.g. a cluster of another Ray version
+            if not settings.address:
+                raise
+            why = (str(e).splitlines() or [""])[0]
+            raise BadInput(f"--address {settings.address}: cannot connect "
+                           f"({type(e).__name__}: {why})") from None
     return ray
+
+
+def _reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nobody listens on is refused at once: Ray itself would retry
+    for minutes before giving up."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInput(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BadInput(f"--address {address}: cannot reach {host}:{port} ({e.strerror or e})") from None
 
 
 def run_ray(methods: list[str], seeds: list[int], opts: Options, skip_done: bool = False,

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from harness.data import imageset
 from harness.data.features import feature_matrix
 from harness.data.preprocess import normalise_torch
-from harness.domains import model_input
+from harness.domains import model_input, verified_set
 from harness.errors import BadInput
 from harness.models import LensFinder
 from harness.store import Store
@@ -99,11 +99,16 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     out, task = [], get_task(info["task"])
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
     on_device = rt.device.type == "cuda" and task.stretch == "asinh"   # the stretch runs on the GPU
+    finite = torch.ones((), dtype=torch.bool, device=rt.device)   # NaN stamps are refused, as by `run`
     for lo in range(0, n, chunk):
+        if not on_device and not np.isfinite(np.asarray(s.images[lo:lo + chunk])).all():
+            imageset.check_finite(s)   # raises, naming how many and the first id
         x = _tensor(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk),
                                 stretch=not on_device))
         if on_device:
-            x = normalise_torch(x.to(rt.device, non_blocking=True))
+            x = x.to(rt.device, non_blocking=True)
+            finite &= torch.isfinite(x).all()   # read once, after the loop: no sync per chunk
+            x = normalise_torch(x)
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():
@@ -111,6 +116,8 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
             out.append(logits.float().softmax(1).cpu().numpy())
         bar.update(len(x))
     bar.close()
+    if not bool(finite):
+        imageset.check_finite(s)
     probs = np.concatenate(out) if out else np.zeros((0, model.num_classes))
     df = pd.DataFrame({"id": ids})
     if probs.shape[1] == 2:
@@ -126,7 +133,7 @@ def _sets(set_dir: Path | None, images_dir: Path | None, fmt: str | None, scratc
     if (set_dir is None) == (images_dir is None):
         raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
     if set_dir is not None:
-        return [imageset.load(set_dir)]
+        return [verified_set(Path(set_dir))]
     if not fmt:
         raise BadInput("--images needs --format (one of the `data import` formats)")
     from harness.data.importers import import_dataset

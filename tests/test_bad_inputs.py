@@ -262,6 +262,12 @@ def repeated_seed(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--seeds", "0,1,0"]
 
 
+@case("--address 127.0.0.1:1: cannot reach 127.0.0.1:1")
+def ray_cluster_nobody_runs(tmp: Path) -> list[str]:
+    return ["sweep", "--backend", "ray", "--address", "127.0.0.1:1", "--method", "source_only", "--preset",
+            "smoke", "--quiet"]
+
+
 @case("--seeds takes")
 def seeds_not_integers(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--seeds", "a,b"]
@@ -449,6 +455,17 @@ def task_mismatch(tmp: Path) -> list[str]:
 def one_folder_as_both_domains(tmp: Path) -> list[str]:
     easy, _ = _bologna_sets(tmp)
     return _run_on(easy, easy)
+
+
+@case("images.npy does not match its checksum (SHA256SUMS): the set changed after it was written")
+def imported_set_with_a_flipped_byte(tmp: Path) -> list[str]:
+    easy, hard = _bologna_sets(tmp)
+    with open(hard / "images.npy", "r+b") as f:   # an imported set cannot be rebuilt: refused, not used
+        f.seek(-5, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-5, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return _run_on(easy, hard)
 
 
 @case("the hard labelled split needs labels of at least two classes")

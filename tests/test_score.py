@@ -38,15 +38,18 @@ def test_score_refuses_wrong_bands_small_stamps_and_unknown_runs(smoke_root: Pat
                                                                 capsys: pytest.CaptureFixture) -> None:
     run_id, hard, _ = _run_and_set(smoke_root)
     s = imageset.load(hard)
+    nan = np.array(s.images[:40])
+    nan[37, 1, 30, 30] = np.nan   # in the second chunk of 20, where the model looks
     cases = (("two-band", np.asarray(s.images[:8, :2]), "have 2 bands but"),
-             ("small", np.asarray(s.images[:8, :, :32, :32]), "smaller than the model input"))
+             ("small", np.asarray(s.images[:8, :, :32, :32]), "smaller than the model input"),
+             ("nan", nan, "1 image(s) hold NaN or infinite pixels"))
     for name, images, needle in cases:
-        cat = s.catalog.iloc[:8].reset_index(drop=True)
-        bad = imageset.save(imageset.ImageSet(images=images, catalog=cat, labels=s.labels[:8],
+        cat = s.catalog.iloc[:len(images)].reset_index(drop=True)
+        bad = imageset.save(imageset.ImageSet(images=images, catalog=cat, labels=s.labels[:len(images)],
                                               meta={"name": name}), tmp_path / name)
         out = tmp_path / f"{name}.parquet"
-        assert main(["score", "--run", run_id, "--set", str(bad), "--out", str(out),
-                     "--store", str(smoke_root / "s.db"), "--quiet"]) == 2
+        assert main(["score", "--run", run_id, "--set", str(bad), "--out", str(out), "--chunk", "20",
+                     "--store", str(smoke_root / "s.db"), "--quiet", "--device", "cpu"]) == 2
         assert needle in capsys.readouterr().err and not out.exists()
     assert main(["score", "--run", "nope", "--set", str(hard), "--out", str(tmp_path / "x.parquet"),
                  "--store", str(smoke_root / "s.db"), "--quiet"]) == 2

@@ -440,7 +440,8 @@ def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
     y = _labels(rng)
     for seed in range(3):
         top = _predictions(rng, 0.75, labels=y)
-        runs = [("source_only", 0.65, {}, "", None), ("dann", 0.7, {}, "", None), ("oracle", 0.75, {}, "", top),
+        runs = [("source_only", 0.65, {}, "", None), ("dann", 0.7, {}, "", None),
+                ("oracle", 0.75, {}, "", top),
                 ("oracle", longer or 0.75, {"steps": 900}, "-long", None if longer else top),
                 ("oracle", 0.99, {"lr": 0.1}, "-lr", None)]
         for method, a, over, tag, preds in runs:
