@@ -14,6 +14,7 @@ from pathlib import Path
 from harness import quiet_import_warnings
 from harness.cli_run import DEFAULT_STORE, cmd_run
 from harness.errors import BadInput, environment_fault
+from harness.progress import quiet_log
 
 
 def _jobs(text: str) -> str | int:
@@ -219,11 +220,10 @@ def _cmd_data(a: argparse.Namespace) -> int:
     if a.data_cmd == "import":
         from harness.data.importers import import_dataset
 
-        out = import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed,
-                             progress=not a.quiet, pixel_scale=a.pixel_scale,
-                             catalog_columns=a.catalog_columns, allow_columns=tuple(a.allow_column))
-        print(f"imported {a.path} as {out}")
-        return 0
+        import_dataset(a.format, a.path, a.name, datasets_dir=a.datasets_dir, seed=a.seed,
+                       progress=not a.quiet, pixel_scale=a.pixel_scale, log=quiet_log if a.quiet else print,
+                       catalog_columns=a.catalog_columns, allow_columns=tuple(a.allow_column))
+        return 0   # it says what it imported, where
     from harness.data.show import contact_sheet
 
     print(f"wrote {contact_sheet(a.path, a.out, n=a.n, seed=a.seed)}")
@@ -247,7 +247,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     from harness.training import Runtime, resolve_device, resolve_precision
 
     device = resolve_device(a.device)
-    rt = Runtime(device, resolve_precision(device), a.quiet, (lambda m: None) if a.quiet else print)
+    rt = Runtime(device, resolve_precision(device), a.quiet, quiet_log if a.quiet else print)
     score(a.store, a.run, a.out, rt, set_dir=a.set, images_dir=a.images, fmt=a.format, chunk=a.chunk)
     return 0
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.progress import quiet_log
 
 DEFAULT_STORE = Path("runs/harness.db")
 
@@ -64,7 +65,7 @@ def _options(a: argparse.Namespace):
     return Options(preset=preset, store=store, device=device, precision=a.precision,
                    datasets_dir=a.datasets_dir, quiet=a.quiet, hp_overrides=_hp(a.hp), task=a.task,
                    deterministic=a.deterministic,
-                   log=(lambda m: None) if a.quiet else tqdm.write)   # lines above the progress bars
+                   log=quiet_log if a.quiet else tqdm.write)   # lines above the progress bars
 
 
 def _backbones(spec: str) -> list[str]:

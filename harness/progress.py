@@ -8,6 +8,8 @@ while the data are checked prints its one error line and no bar.
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm
 
 
@@ -40,3 +42,10 @@ class RunBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_log(line: str) -> None:
+    """The log of a `--quiet` command: progress and stage lines are dropped, warnings still reach stderr
+    (a quiet import that dropped images, or a quiet score, must still say so)."""
+    if line.startswith("warning:"):
+        print(line, file=sys.stderr)

@@ -62,17 +62,19 @@ def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> N
         get_method(m)
     for m, hp in overrides.items():
         if m not in methods:
+            get_method(m)   # an unknown method is named as one first
             raise BadInput(f"--hp {m}.…: method '{m}' is not part of this run ({', '.join(methods)})")
         defaults = get_method(m).hparams
         unknown = sorted(set(hp) - set(defaults))
         if unknown:
-            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter (known: {', '.join(defaults)})")
+            known = f"known: {', '.join(defaults)}" if defaults else f"{m} takes no hyper-parameters"
+            raise BadInput(f"--hp {m}.{unknown[0]}: unknown hyper-parameter ({known})")
         for k, v in hp.items():
             want = type(defaults[k])
             ok = isinstance(v, want) or (want is float and isinstance(v, int) and not isinstance(v, bool))
             if not ok or (isinstance(v, float) and not math.isfinite(v)):
-                raise BadInput(f"--hp {m}.{k}={v!r}: expected a finite {want.__name__} "
-                               f"(default {defaults[k]!r})")
+                kind = "true or false" if want is bool else f"a finite {want.__name__}"
+                raise BadInput(f"--hp {m}.{k}={v!r}: expected {kind} (default {defaults[k]!r})")
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             # a step size or batch must stay positive; a weight, rate or count that defaults to >= 0 may
             # be switched off (0) but never turned negative

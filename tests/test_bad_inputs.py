@@ -222,6 +222,21 @@ def momentum_that_makes_sgd_diverge(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.momentum=5"]
 
 
+@case("unknown method 'nosuch'")
+def hyper_parameter_of_no_method(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "nosuch.lr=1"]
+
+
+@case("source_only takes no hyper-parameters")
+def hyper_parameter_of_a_method_without_any(tmp: Path) -> list[str]:
+    return ["run", "--method", "source_only", "--preset", "smoke", "--hp", "source_only.lr=1"]
+
+
+@case("in/missing: no such image-set folder or card file")
+def hard_folder_that_does_not_exist(tmp: Path) -> list[str]:
+    return ["run", "--method", "source_only", "--preset", "smoke", "--hard", "in/missing"]
+
+
 @case("not part of this run")
 def hyper_parameter_of_another_method(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "mcc.lr=1"]

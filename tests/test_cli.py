@@ -50,3 +50,18 @@ def test_methods_lists_every_method_with_label_use(capsys: pytest.CaptureFixture
     for name in ("source_only", "target_labelled", "oracle"):
         assert name in out
     assert "ORACLE" in out
+
+
+def test_quiet_keeps_warnings_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--quiet` drops progress and stage lines, not warnings: a quiet import that dropped files says so."""
+    from tests.data.fixtures_real import make_hst
+
+    src = make_hst(tmp_path / "hst")
+    assert main(["data", "import", "--format", "hst-npy", str(src), "--name", "h", "--quiet",
+                 "--datasets-dir", str(tmp_path / "ds")]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("warning: ") and "imported" not in err
+    assert main(["data", "import", "--format", "hst-npy", str(src), "--name", "h2",
+                 "--datasets-dir", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("imported hst-npy") == 1 and "warning: " in out   # said once, not twice

@@ -76,6 +76,8 @@ def _resolve_path(spec: str | Path, cards_dir: Path) -> Path:
         if not p.is_file():
             raise BadInput(f"{p}: card file not found")
         return p
+    if "/" in s:   # a path, not a card name: say what is missing
+        raise BadInput(f"{s}: no such image-set folder or card file")
     raise BadInput(f"unknown card '{s}' (shipped: {', '.join(SHIPPED)}; or give a path to a .yaml)")
 
 
