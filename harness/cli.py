@@ -79,6 +79,9 @@ def _seeds(s: str) -> list[int]:
     return seeds
 
 
+STORE_HELP = f"results store (default {DEFAULT_STORE})"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (exit 2) instead of a usage dump."""
 
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate, import or look at image sets").add_subparsers(
         dest="data_cmd", required=True, parser_class=_Parser)
     g = data.add_parser("generate", help="simulate an image set from a dataset card")
-    g.add_argument("--card", required=True, help="easy | hard | path to a card .yaml")
+    g.add_argument("--card", required=True, help="a shipped card name (datasets/cards/) or a card .yaml")
     g.add_argument("--n", type=_positive_int, default=1000, help="number of images (default 1000)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=_positive_int, default=min(2, os.cpu_count() or 1))
@@ -135,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated training seeds (default 0)")
         r.add_argument("--device", default="auto", help="auto | cpu | cuda")
         r.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
-        r.add_argument("--store", type=Path, default=DEFAULT_STORE)
-        r.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
+        r.add_argument("--store", type=Path, default=DEFAULT_STORE, help=STORE_HELP)
+        r.add_argument("--datasets-dir", type=Path, default=Path("datasets"),
+                       help="where generated sets are cached (default datasets)")
         r.add_argument("--easy",
                        help="source domain: card name/path or an image-set folder (default: preset's)")
         r.add_argument("--hard",
@@ -167,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(r)
 
     sw = sub.add_parser("sweep", help="run methods x seeds, skipping finished runs with --resume")
-    sw.add_argument("--method", default="all")
+    sw.add_argument("--method", default="all",
+                    help="a method name, a comma-separated list, or 'all' (default)")
     sw.add_argument("--backend", default="local", choices=["local", "ray"])
     sw.add_argument("--resume", action="store_true",
                     help="skip (method, seed) runs already finished in the store")
@@ -189,16 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--images", type=Path, help="a real-data folder in one of the `data import` layouts")
     sc.add_argument("--format", help="the layout of --images (as `data import --format`)")
     sc.add_argument("--out", type=Path, required=True, help="scores file to write (.parquet)")
-    sc.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    sc.add_argument("--store", type=Path, default=DEFAULT_STORE, help=STORE_HELP)
     sc.add_argument("--chunk", type=_positive_int, default=4096, help="images read and prepared at a time")
     sc.add_argument("--device", default="auto", help="auto | cpu | cuda")
     sc.add_argument("--quiet", action="store_true")
 
     rp = sub.add_parser("report", help="write tables and plots from the store")
-    rp.add_argument("--store", type=Path, default=DEFAULT_STORE)
-    rp.add_argument("--out", type=Path, default=Path("reports/latest"))
-    rp.add_argument("--task")
-    rp.add_argument("--preset")
+    rp.add_argument("--store", type=Path, default=DEFAULT_STORE, help=STORE_HELP)
+    rp.add_argument("--out", type=Path, default=Path("reports/latest"),
+                    help="report folder (default reports/latest); it replaces only an earlier report")
+    rp.add_argument("--task", help="only this task's runs (default: all)")
+    rp.add_argument("--preset", help="only this preset's runs (default: all)")
     return p
 
 
