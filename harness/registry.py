@@ -26,6 +26,10 @@ def discover(refresh: bool = False) -> None:
         return
     import methods as pkg
 
+    if not getattr(pkg, "HARNESS_METHODS", False):   # e.g. a methods/ folder in the working directory
+        where = getattr(pkg, "__file__", None) or ", ".join(getattr(pkg, "__path__", [])) or "?"
+        raise BadInput(f"the `methods` package found first ({where}) is not the harness's: another methods/ "
+                       "folder shadows it; run from another folder")
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
             try:

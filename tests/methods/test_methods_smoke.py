@@ -97,3 +97,21 @@ def test_a_broken_method_file_is_one_line_of_bad_input(tmp_path: Path, monkeypat
         assert len(err.strip().splitlines()) == 1 and re.search(needle, err), err
     finally:
         sys.modules.pop("methods.zz_broken", None)
+
+
+def test_a_methods_package_that_is_not_the_harnesss_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A methods/ folder in the working directory shadows the harness's package: refused in one line
+    (it used to list no methods and fail later with an unrelated error)."""
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "__init__.py").write_text("")
+    saved = {k: v for k, v in sys.modules.items() if k == "methods" or k.startswith("methods.")}
+    for k in saved:
+        monkeypatch.delitem(sys.modules, k)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_discovered", False)
+    try:
+        assert main(["methods"]) == 2
+        assert "is not the harness's: another methods/ folder shadows it" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("methods", None)
+        sys.modules.update(saved)
