@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from harness.config import Preset
 from harness.domains import Prepared, prepare_data
-from harness.progress import RunBar
+from harness.progress import RunBar, quiet_log
 from harness.registry import check_hparams, get_method
 
 
@@ -136,7 +136,7 @@ def run_parallel(methods: list[str], seeds: list[int], opts, jobs: int, skip_don
     spec = Spec.of(opts)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kinds = sorted({get_method(m).start == "source_joint" for m in methods})
-    say = (lambda line: None) if opts.quiet else tqdm.write
+    say = quiet_log if opts.quiet else tqdm.write
     pool = cf.ProcessPoolExecutor(jobs, mp_context=worker_context(),
                                   initializer=_init, initargs=(threads,))
     try:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput
 from harness.pipeline import Options, run_config, run_method
-from harness.progress import RunBar
+from harness.progress import RunBar, quiet_log
 from harness.registry import check_hparams, get_method
 from harness.stages import cache_dir, stage_start
 
@@ -126,7 +126,7 @@ def _init(settings: RaySettings, quiet: bool):
 def _reachable(address: str | None, timeout: float = 10.0) -> None:
     """A HOST:PORT (or ray://HOST:PORT) nobody listens on is refused at once: Ray itself would retry
     for minutes before giving up."""
-    if not address or address == "auto":
+    if not address or address in ("auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
@@ -206,7 +206,7 @@ def _collect(ray, futures: dict, ids: dict, opts: Options, bar: RunBar, slots: i
     """Adopt each finished run into the store as it comes back."""
     from ray.exceptions import RayTaskError, WorkerCrashedError
 
-    say = (lambda line: None) if opts.quiet else tqdm.write
+    say = quiet_log if opts.quiet else tqdm.write
     pending = list(futures)
     bar.running(min(slots, len(pending)))
     try:

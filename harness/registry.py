@@ -88,3 +88,7 @@ def check_hparams(methods: list[str], overrides: dict[str, dict[str, Any]]) -> N
             if num and ((positive and v <= 0) or (defaults[k] >= 0 and v < 0)):
                 raise BadInput(f"--hp {m}.{k}={v!r}: must be {'> 0' if positive else '>= 0'} "
                                f"(default {defaults[k]!r})")
+        merged = {**defaults, **hp}
+        if merged.get("nesterov") and not merged.get("momentum", 1):
+            raise BadInput(f"--hp {m}.momentum=0: Nesterov momentum needs momentum > 0 "
+                           f"(set {m}.nesterov=False too)")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from harness.data import imageset
 from harness.data.features import feature_matrix
-from harness.data.preprocess import normalise_torch
+from harness.data.preprocess import normalise_torch, prepare
 from harness.domains import model_input, verified_set
 from harness.errors import BadInput
 from harness.models import LensFinder
@@ -99,16 +99,19 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     out, task = [], get_task(info["task"])
     bar = tqdm(total=n, desc=f"score {s.name}", unit="img", disable=rt.quiet, dynamic_ncols=True)
     on_device = rt.device.type == "cuda" and task.stretch == "asinh"   # the stretch runs on the GPU
-    finite = torch.ones((), dtype=torch.bool, device=rt.device)   # NaN stamps are refused, as by `run`
     for lo in range(0, n, chunk):
-        if not on_device and not np.isfinite(np.asarray(s.images[lo:lo + chunk])).all():
-            imageset.check_finite(s)   # raises, naming how many and the first id
-        x = _tensor(model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk),
-                                stretch=not on_device))
+        # what the model sees (the centre crop, or the resampled field), before the stretch, which would
+        # hide NaNs: a stamp with any is refused, as `run` refuses them, on either path
+        raw = model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk), stretch=False)
         if on_device:
-            x = x.to(rt.device, non_blocking=True)
-            finite &= torch.isfinite(x).all()   # read once, after the loop: no sync per chunk
+            x = _tensor(raw).to(rt.device, non_blocking=True)
+            finite = bool(torch.isfinite(x).all())   # the batches below read back to the host anyway
             x = normalise_torch(x)
+        else:
+            finite = bool(np.isfinite(raw).all())
+            x = _tensor(prepare(raw, info["size"], task.stretch))
+        if not finite:
+            imageset.check_finite(s)   # raises, naming how many stamps and the first id
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():
@@ -116,8 +119,6 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
             out.append(logits.float().softmax(1).cpu().numpy())
         bar.update(len(x))
     bar.close()
-    if not bool(finite):
-        imageset.check_finite(s)
     probs = np.concatenate(out) if out else np.zeros((0, model.num_classes))
     df = pd.DataFrame({"id": ids})
     if probs.shape[1] == 2:

@@ -237,6 +237,11 @@ def hard_folder_that_does_not_exist(tmp: Path) -> list[str]:
     return ["run", "--method", "source_only", "--preset", "smoke", "--hard", "in/missing"]
 
 
+@case("--hp dann.momentum=0: Nesterov momentum needs momentum > 0")
+def nesterov_without_momentum(tmp: Path) -> list[str]:
+    return ["run", "--method", "dann", "--preset", "smoke", "--hp", "dann.momentum=0"]
+
+
 @case("not part of this run")
 def hyper_parameter_of_another_method(tmp: Path) -> list[str]:
     return ["run", "--method", "dann", "--preset", "smoke", "--hp", "mcc.lr=1"]

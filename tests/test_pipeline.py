@@ -168,3 +168,23 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
     assert other["hp_overrides"] == {"lr": 0.5, "steps": 3} and hp["lr"] == 0.5
     del other["hp_overrides"]
     assert other_key != key and other_key == stable_hash("run", "dann", 0, other)   # the same formula
+
+
+def test_one_card_drawn_twice_is_two_sets_one_folder_twice_is_refused(tmp_path: Path) -> None:
+    """Generated sets of one card share the card's fingerprint; with another seed or size they are other
+    images, so only the same content identity (or the same folder) counts as one set given twice."""
+    from harness.domains import _check_distinct
+    from harness.errors import BadInput
+
+    def made(name: str, seed: int, n: int = 4) -> imageset.ImageSet:
+        (tmp_path / name).mkdir()
+        return imageset.ImageSet(images=np.zeros((n, 1, 8, 8), np.float32),
+                                 catalog=pd.DataFrame({"id": [f"{name}{i}" for i in range(n)]}),
+                                 labels=np.zeros(n, np.int64), meta={"fingerprint": "card", "seed": seed})
+    a, b, c, d = made("a", 0), made("b", 1), made("c", 0, n=5), made("d", 0)
+    _check_distinct(str(tmp_path / "a"), str(tmp_path / "b"), a, b)   # another seed
+    _check_distinct(str(tmp_path / "a"), str(tmp_path / "c"), a, c)   # another size
+    with pytest.raises(BadInput, match="are the same image set"):
+        _check_distinct(str(tmp_path / "a"), str(tmp_path / "d"), a, d)   # a copy of the same set
+    with pytest.raises(BadInput, match="are the same image set"):
+        _check_distinct(str(tmp_path / "a"), str(tmp_path / "a") + "/", a, a)

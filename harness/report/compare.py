@@ -118,8 +118,9 @@ def _longer_oracles(group: pd.DataFrame, oracle: pd.Series | None) -> list:
     out = []
     for i, row in group.iterrows():
         over = json.loads(row["overrides"] or "{}")
+        longer = isinstance(over.get("steps"), int) and not over["steps"] <= oracle.get("source_steps", 0)
         if (i != oracle.name and row["base_method"] == oracle["base_method"] and row["role"] == roles.ORACLE
-                and set(over) == {"steps"} and json.loads(oracle["overrides"] or "{}") == {}):
+                and set(over) == {"steps"} and longer and json.loads(oracle["overrides"] or "{}") == {}):
             out.append(i)
     return out
 
@@ -150,10 +151,11 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     un = group[(group["role"] == roles.METHOD) if ssl_real else roles.unsupervised(group)]
     kind = "SSL arms" if ssl_real else "unsupervised methods"
     if base is None:
-        return f"{title}: no baseline run, so no verdict."
+        return f"{title}: no baseline run, so no verdict" + "".join(f"; {x}" for x in _ceiling(group)) + "."
     tested = un[np.isfinite(un["delta_base.low"])]
     if tested.empty:
-        return f"{title}: no {kind[:-1]} has paired runs against {base['method']}."
+        return (f"{title}: no {kind[:-1]} has paired runs against {base['method']}"
+                + "".join(f"; {x}" for x in _ceiling(group)) + ".")
     wins = tested[tested["delta_base.low"] > 0]
     worse = tested[tested["delta_base.high"] < 0]
     head = (f"{title}: {len(wins)} of {len(tested)} {kind} beat {base['method']} "
@@ -173,10 +175,17 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     if oracle is not None:
         parts.append(f"the {base['method']}→{oracle['method']} gap is "
                      + ("significant" if gap else "not significant, so gap closed is not shown"))
-        low = group.get("delta_oracle.low", pd.Series(np.nan, index=group.index))
-        for _, r in group[np.isfinite(low)].iterrows():
-            d = f"{r['delta_oracle']:+.3f} [{r['delta_oracle.low']:+.3f}, {r['delta_oracle.high']:+.3f}]"
-            parts.append(f"{r['method']} gains {d} over {oracle['method']}: " + (
-                "more steps raise it, so it is not yet a ceiling" if r["delta_oracle.low"] > 0
-                else "no significant gain, so more steps do not raise the ceiling"))
-    return "; ".join(parts) + "."
+    return "; ".join(parts + _ceiling(group)) + "."
+
+
+def _ceiling(group: pd.DataFrame) -> list[str]:
+    """The ceiling check's sentences: each longer-trained oracle against the group's oracle."""
+    oracle = roles.reference(group, roles.ORACLE)
+    low = group.get("delta_oracle.low", pd.Series(np.nan, index=group.index))
+    out = []
+    for _, r in group[np.isfinite(low)].iterrows() if oracle is not None else []:
+        d = f"{r['delta_oracle']:+.3f} [{r['delta_oracle.low']:+.3f}, {r['delta_oracle.high']:+.3f}]"
+        out.append(f"{r['method']} gains {d} over {oracle['method']}: " + (
+            "more steps raise it, so it is not yet a ceiling" if r["delta_oracle.low"] > 0
+            else "no significant gain, so more steps do not raise the ceiling"))
+    return out

@@ -190,15 +190,16 @@ def group_figures(sel: Selection, group: pd.DataFrame, ok: pd.DataFrame, colours
 
 
 def shift_figures(summary: pd.DataFrame, colours: dict, out: Path) -> list[Fig]:
-    """AUROC vs data.shift for each (task, preset) that was run at several shifts."""
+    """AUROC vs data.shift for each (task, preset, setup) that was run at several shifts."""
     figs = []
-    for (task, preset), rows in summary[summary["shift"] >= 0].groupby(["task", "preset"]):
+    for (task, preset, setup), rows in summary[summary["shift"] >= 0].groupby(["task", "preset", "setup"]):
         if rows["shift"].nunique() < 2:   # cards off the easy -> hard ladder have no shift value
             continue
         rows = rows[np.isfinite(rows[HEADLINE])]
-        f = Fig(f"AUROC vs shift · {task} · {preset}")
+        f = Fig(f"AUROC vs shift · {task} · {preset}" + (f" · {setup}" if setup else ""))
         png = plots.auroc_vs_shift(rows, colours)
-        f.file = save(png, out / f"{slug(task + '-' + preset)}-shift.png").name
+        stem = slug(f"{task}-{preset}" + (f"-{setup}" if setup else ""))
+        f.file = save(png, out / f"{stem}-shift.png").name
         f.caption = "Mean hard-test AUROC per shift value; error bars as in the tables."
         figs.append(f)
     return figs

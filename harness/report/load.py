@@ -6,7 +6,9 @@ written by any version of the pipeline; missing per-run files are reported, neve
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +65,14 @@ def _shift(config: str) -> float:
         return UNKNOWN_SHIFT
 
 
+# Preset fields that do not change a result: the preset's name (a group key already), how a card or
+# folder was spelt (the sets' fingerprints say what was used), generation workers, bootstrap draws.
+NOT_SETUP = {"name", "data.easy", "data.hard", "data.workers", "n_boot"}
+
+
 def _setup(config: str) -> dict[str, str]:
-    """What makes two runs comparable besides the card and the method, flattened: the preset's every
-    section (backbone, budgets, sizes, the cards' paths), the precision and the two sets' contents."""
+    """What makes two runs comparable besides the card and the method, flattened: the preset's sections
+    (backbone, budgets, sizes, selector) but `NOT_SETUP`, the precision and the two sets' contents."""
     try:
         cfg = json.loads(config)
         data = cfg.get("data", {})
@@ -84,25 +91,29 @@ def _setup(config: str) -> dict[str, str]:
         else:
             flat[prefix.removeprefix("preset.")] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     walk("", parts)
-    return flat
+    return {k: v for k, v in flat.items() if k not in NOT_SETUP}
 
 
-def _split_setups(runs: pd.DataFrame) -> pd.Series:
+def _split_setups(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Card labels that keep different setups apart: where one card's runs differ in backbone, budget,
     precision, a set's contents or a card path of the same name, every setup is named by what differs
     (e.g. "hard [source.backbone=resnet18]"), so a re-run with another setup never replaces, or is
-    paired with, the runs of another."""
+    paired with, the runs of another. Returns the labels and each run's setup tag alone ("" if none)."""
     setups = [_setup(c) for c in runs["config"]]
-    cards = runs["card"].copy()
+    cards, tags = runs["card"].copy(), pd.Series("", index=runs.index)
     for idx in runs.groupby(["task", "preset", "card", "shift"], sort=False).groups.values():
         mine = [setups[runs.index.get_loc(i)] for i in idx]
-        keys = sorted(k for k in set().union(*mine) if len({m.get(k) for m in mine}) > 1)
+        done = [m for i, m in zip(idx, mine) if runs.at[i, "status"] == "ok"]   # failed ones rename nothing
+        keys = sorted(k for k in set().union(*done) if len({m.get(k) for m in done}) > 1) if done else []
         if not keys:
             continue
         for i, m in zip(idx, mine):
             shown = [f"{k}={m.get(k, 'null')}" for k in keys[:3]]
-            cards[i] = f"{cards[i]} [{', '.join(shown)}{', …' if len(keys) > 3 else ''}]".lstrip()
-    return cards
+            if len(keys) > 3:   # the rest as a digest, so two setups never share a label
+                shown.append("#" + hashlib.sha1(json.dumps(m, sort_keys=True).encode()).hexdigest()[:6])
+            tags[i] = f"[{', '.join(shown)}]"
+            cards[i] = f"{cards[i]} {tags[i]}".lstrip()
+    return cards, tags
 
 
 def _overrides(config: str) -> str:
@@ -112,6 +123,14 @@ def _overrides(config: str) -> str:
     except (ValueError, TypeError, AttributeError):
         return "{}"
     return json.dumps(over if isinstance(over, dict) else {}, sort_keys=True)
+
+
+def _source_steps(config: str) -> float:
+    """The source stage's step budget (the oracle's own), NaN when not recorded."""
+    try:
+        return float(json.loads(config)["preset"]["source"]["steps"])
+    except (ValueError, TypeError, KeyError):
+        return math.nan
 
 
 def _ablation(overrides: str) -> str:
@@ -135,8 +154,9 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
             runs[col] = default
     runs["shift"] = [_shift(c) for c in runs["config"]]
     runs["card"] = [_card(c) for c in runs["config"]]
-    runs["card"] = _split_setups(runs)
+    runs["card"], runs["setup"] = _split_setups(runs)
     runs["overrides"] = [_overrides(c) for c in runs["config"]]
+    runs["source_steps"] = [_source_steps(c) for c in runs["config"]]
     runs["base_method"] = runs["method"]
     runs["method"] = runs["method"] + [_ablation(o) for o in runs["overrides"]]
     for col in ("oracle", "uses_target_labels"):

@@ -95,7 +95,7 @@ def summarise(sel: Selection) -> pd.DataFrame:
         failed_seeds = set(runs.loc[runs["status"] != "ok", "seed"]) - set(mine["seed"])
         row = {"task": task, "preset": preset, "card": card, "shift": float(shift), "method": method,
                "role": str(runs["role"].iloc[-1]),  # the latest run's: runs come in time order
-               "base_method": str(runs["base_method"].iloc[-1]), "overrides": str(runs["overrides"].iloc[-1]),
+               **{k: runs[k].iloc[-1] for k in ("base_method", "overrides", "source_steps", "setup")},
                "oracle": bool(runs["oracle"].any()),
                "uses_target_labels": bool(runs["uses_target_labels"].any()),
                "n_seeds": len(mine), "n_failed": len(failed_seeds),

@@ -3,6 +3,7 @@ and the HTML in Chromium."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -430,12 +431,35 @@ def test_other_setups_are_separate_cards_and_hp_runs_are_ablations(tmp_path):
     assert len(s) == 4   # source_only has no resnet18 runs: nothing to pair the resnet18 dann with
 
 
+def test_setup_labels_stay_distinct_and_ignore_spelling_and_failed_runs(tmp_path):
+    """Setups differing in many fields still get distinct labels; the same card spelt two ways (a name and
+    a path) is one setup; a failed run of another setup renames nothing."""
+    from harness.report.load import _split_setups
+
+    def cfg(hard="hard", backbone="tiny", prec="fp32", allow=(), feats=("a",)):
+        return json.dumps({"preset": {"data": {"hard": hard, "allow_columns": list(allow)},
+                                      "source": {"backbone": backbone}},
+                           "precision": prec, "data": {"features": list(feats)}})
+    runs = pd.DataFrame({"task": "t", "preset": "p", "card": "hard", "shift": 0.0, "status": "ok", "config": [
+        cfg(), cfg(hard="datasets/cards/hard.yaml"),
+        cfg(prec="bf16", allow=("x",), feats=("a", "x")),
+        cfg(prec="bf16", allow=("x",), feats=("a", "x"), backbone="small")]})
+    labels = list(_split_setups(runs)[0])
+    assert labels[0] == labels[1] and len(set(labels[1:])) == 3
+    assert labels[2].startswith("hard [data.allow_columns=") and "#" in labels[2]   # 4 keys: a digest
+    one = runs.iloc[:2].copy()
+    one.loc[len(one)] = {"task": "t", "preset": "p", "card": "hard", "shift": 0.0, "status": "failed",
+                         "config": cfg(backbone="resnet18")}
+    assert list(_split_setups(one)[0]) == ["hard"] * 3
+
+
 @pytest.mark.parametrize("longer, ceiling", [(0.99, False), (None, True)])
 def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
     """`--hp oracle.steps=N` runs, paired with the oracle on the same seeds and images, say whether the
     oracle is a ceiling at its budget: a significant gain says it is not. An oracle ablation of another
     hyper-parameter is no such test."""
     store = Store(tmp_path / "h.db")
+    budget = {"preset": {"source": {"steps": 100}}}   # the source stage's, which the oracle shares
     rng = np.random.default_rng(5)
     y = _labels(rng)
     for seed in range(3):
@@ -445,17 +469,25 @@ def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
                 ("oracle", longer or 0.75, {"steps": 900}, "-long", None if longer else top),
                 ("oracle", 0.99, {"lr": 0.1}, "-lr", None)]
         for method, a, over, tag, preds in runs:
-            rid = _record(store, method, seed, a, config={"hp_overrides": over} if over else None, tag=tag)
+            extra = {"hp_overrides": over} if over else {}
+            rid = _record(store, method, seed, a, config={**budget, **extra}, tag=tag)
             store.run_dir(rid).mkdir()
             (preds if preds is not None else _predictions(rng, a, labels=y)).to_parquet(
                 store.run_dir(rid) / "predictions.parquet")
+        short = {**budget, "hp_overrides": {"steps": 50}}   # below the oracle's own budget: no check
+        rid = _record(store, "oracle", seed, 0.99, config=short, tag="-short")
+        store.run_dir(rid).mkdir()
+        _predictions(rng, 0.99, labels=y).to_parquet(store.run_dir(rid) / "predictions.parquet")
     s = summarise(load(store.path)).set_index("method")
     assert s.loc["oracle", "gap_oracle"] == "oracle"               # the default run stays the reference
-    assert np.isnan(s.loc["oracle [lr=0.1]", "delta_oracle"])
+    assert len(set(s["card"])) == 1 and np.isnan(s.loc["oracle [lr=0.1]", "delta_oracle"])
+    assert np.isnan(s.loc["oracle [steps=50]", "delta_oracle"])
     d = s.loc["oracle [steps=900]"]
     from harness.report.compare import verdict
 
     line = verdict(s.reset_index(), "lens-finding · smoke")
+    alone = verdict(s.drop(index="dann").reset_index(), "t")   # no unsupervised method: still said
+    assert "no unsupervised method has paired runs" in alone and "oracle [steps=900] gains" in alone
     if ceiling:   # the same scores: a zero difference
         assert d["delta_oracle"] == 0 and d["delta_oracle.low"] == 0
         assert "oracle [steps=900] gains +0.000 [+0.000, +0.000] over oracle: no significant gain" in line
