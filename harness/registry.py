@@ -40,7 +40,12 @@ def discover(refresh: bool = False) -> None:
                 raise BadInput(f"methods/{info.name}.py{line} cannot be imported ({type(e).__name__}: "
                                f"{why[0]}); fix or remove it") from None
     for ep in entry_points(group="harness.methods"):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as e:   # noqa: BLE001 - a broken installed plug-in: one line, as a broken file
+            why = (str(e).splitlines() or [""])[0]
+            raise BadInput(f"entry point harness.methods:{ep.name} ({ep.value}) cannot be loaded "
+                           f"({type(e).__name__}: {why}); fix or uninstall it") from None
         if isinstance(obj, type) and issubclass(obj, AdaptationMethod) and obj.name not in REGISTERED:
             register(obj)
     _discovered = True

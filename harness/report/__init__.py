@@ -27,7 +27,7 @@ def terminal_table(store_path: Path | str, task: str | None = None, preset: str 
     return tables.text(tables.summarise(load(store_path, task, preset)))
 
 
-REPORT_FILES = {"index.html", "summary.md", "results.csv"}   # and the figures, *.png
+REPORT_FILES = {"index.html", "summary.md", "results.csv", ".DS_Store", "Thumbs.db"}   # and *.png
 
 
 def _check_out(out: Path) -> None:
