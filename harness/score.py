@@ -112,6 +112,8 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
             x = _tensor(prepare(raw, info["size"], task.stretch))
         if not finite:
             imageset.check_finite(s)   # raises, naming how many stamps and the first id
+            raise BadInput(f"{s.root or s.name}: stamps {lo}..{lo + len(raw) - 1} are not finite once "
+                           "resampled for the model")
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():
