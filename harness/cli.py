@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = data.add_parser("import", help="import a real data layout as an image set")
     # checked by the importers' format registry, which names the known formats (exit 2)
     i.add_argument("--format", required=True,
-                   help="a registered format: bologna, deeplense-npy, hst-npy, or a new module's")
+                   help="a registered format: bologna, deeplense-npy, hst-npy, cutouts-npy (unlabelled, for "
+                        "score), or a new module's")
     i.add_argument("path", type=Path)
     i.add_argument("--name", required=True)
     i.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
@@ -192,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--run", required=True, help="run id (see the report's run list or the store)")
     sc.add_argument("--set", type=Path, help="an image-set folder (generated or imported)")
     sc.add_argument("--images", type=Path, help="a real-data folder in one of the `data import` layouts")
-    sc.add_argument("--format", help="the layout of --images (as `data import --format`)")
+    sc.add_argument("--format", help="the layout of --images (as `data import --format`; unlabelled "
+                                     "survey stamps: cutouts-npy)")
+    sc.add_argument("--pixel-scale", type=_positive_float,
+                    help="--images: arcsec/pixel for files without a header (cutouts-npy needs it)")
     sc.add_argument("--out", type=Path, required=True, help="scores file to write (.parquet)")
     sc.add_argument("--store", type=Path, default=DEFAULT_STORE, help=STORE_HELP)
     sc.add_argument("--chunk", type=_positive_int, default=4096, help="images read and prepared at a time")
@@ -254,7 +258,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
     device = resolve_device(a.device)
     rt = Runtime(device, resolve_precision(device), a.quiet, quiet_log if a.quiet else print)
-    score(a.store, a.run, a.out, rt, set_dir=a.set, images_dir=a.images, fmt=a.format, chunk=a.chunk)
+    score(a.store, a.run, a.out, rt, set_dir=a.set, images_dir=a.images, fmt=a.format, chunk=a.chunk,
+          pixel_scale=a.pixel_scale)
     return 0
 
 

@@ -131,8 +131,8 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     return df.assign(**{k: info[k] for k in ("run", "method", "seed", "weights", "code_version")})
 
 
-def _sets(set_dir: Path | None, images_dir: Path | None, fmt: str | None, scratch: Path, rt: Runtime
-          ) -> list[imageset.ImageSet]:
+def _sets(set_dir: Path | None, images_dir: Path | None, fmt: str | None, scratch: Path, rt: Runtime,
+          pixel_scale: float | None = None) -> list[imageset.ImageSet]:
     if (set_dir is None) == (images_dir is None):
         raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
     if set_dir is not None:
@@ -141,13 +141,15 @@ def _sets(set_dir: Path | None, images_dir: Path | None, fmt: str | None, scratc
         raise BadInput("--images needs --format (one of the `data import` formats)")
     from harness.data.importers import import_dataset
 
-    root = import_dataset(fmt, images_dir, "scored", scratch, progress=not rt.quiet, log=rt.log)
+    root = import_dataset(fmt, images_dir, "scored", scratch, progress=not rt.quiet, log=rt.log,
+                          pixel_scale=pixel_scale)
     subs = [p for p in sorted(root.iterdir()) if (p / "meta.json").is_file()]
     return [imageset.load(p) for p in subs] if subs else [imageset.load(root)]
 
 
 def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path | None = None,
-          images_dir: Path | None = None, fmt: str | None = None, chunk: int = 4096) -> Path:
+          images_dir: Path | None = None, fmt: str | None = None, chunk: int = 4096,
+          pixel_scale: float | None = None) -> Path:
     """Score the images with the run's model and write `out` (parquet) atomically; returns `out`."""
     if not Path(store_path).is_file():
         raise BadInput(f"--store {store_path}: no such results store")
@@ -159,7 +161,7 @@ def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path |
         raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
     model, info = load_model(Store(store_path, create=False), run_id, rt.device)
     with tempfile.TemporaryDirectory(prefix=".score-", dir=out.parent) as scratch:
-        sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt)
+        sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt, pixel_scale)
         frames = [score_set(model, s, info, rt, chunk).assign(set=s.root.name if s.root else s.name)
                   for s in sets]
         tmp = Path(scratch) / "scores.parquet"

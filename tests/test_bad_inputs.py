@@ -488,6 +488,18 @@ def imported_set_with_a_flipped_byte(tmp: Path) -> list[str]:
     return _run_on(easy, hard)
 
 
+@case("no split 'pool' (has: all)")
+def unlabelled_cutouts_as_a_target_domain(tmp: Path) -> list[str]:
+    from harness.data.importers import import_dataset
+
+    (tmp / "in" / "stamps").mkdir(parents=True)
+    for k in range(4):
+        np.save(tmp / "in" / "stamps" / f"{k}.npy", np.random.default_rng(k).random((3, 64, 64), np.float32))
+    import_dataset("cutouts-npy", tmp / "in" / "stamps", "survey", datasets_dir=tmp / "in" / "ds",
+                   progress=False, log=lambda m: None, pixel_scale=0.2)
+    return _run_on(_bologna_sets(tmp)[0], tmp / "in" / "ds" / "survey")
+
+
 @case("the hard labelled split needs labels of at least two classes")
 def hard_set_whose_labelled_split_is_empty(tmp: Path) -> list[str]:
     easy, hard = _bologna_sets(tmp)

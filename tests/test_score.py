@@ -69,3 +69,23 @@ def test_score_reads_a_real_layout_through_the_importers(smoke_root: Path, tmp_p
     got = pd.read_parquet(out)
     assert set(got["set"]) == {"easy", "hard"} and got["score"].between(0, 1).all()
     assert not any(p.name.startswith(".score-") for p in tmp_path.iterdir())
+
+    # unlabelled survey stamps, one .npy file each: the same images score as they do from their set
+    hard = next(p for p in (smoke_root / "ds").iterdir() if p.name.startswith("hard-"))
+    stamps = np.asarray(imageset.load(hard).images[:12])
+    (tmp_path / "survey" / "tile1").mkdir(parents=True)
+    for k, x in enumerate(stamps):
+        np.save(tmp_path / "survey" / ("tile1" if k % 2 else "") / f"c{k:02d}.npy", x)
+    (tmp_path / "survey" / "notes.npy").write_bytes(b"not an array")   # skipped and counted
+    args = ["--run", image_only, "--store", str(db), "--device", "cpu", "--quiet"]
+    survey, from_set = tmp_path / "survey.parquet", tmp_path / "from_set.parquet"
+    assert main(["score", "--images", str(tmp_path / "survey"), "--format", "cutouts-npy",
+                 "--pixel-scale", "0.2", "--out", str(survey), *args]) == 0
+    assert main(["score", "--set", str(hard), "--out", str(from_set), *args]) == 0
+    a = pd.read_parquet(survey).set_index("id")["score"]
+    names = [("tile1/" if k % 2 else "") + f"c{k:02d}.npy" for k in range(12)]
+    assert sorted(a.index) == sorted(names)
+    b = pd.read_parquet(from_set)["score"].to_numpy()[:12]
+    assert np.allclose(a.loc[names].to_numpy(), b, atol=1e-6)
+    assert main(["score", "--images", str(tmp_path / "survey"), "--format", "cutouts-npy",
+                 "--out", str(tmp_path / "x.parquet"), *args]) == 2   # no pixel scale: refused

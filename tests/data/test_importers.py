@@ -271,8 +271,8 @@ def test_existing_output_and_unknown_format(tmp_path):
 
 
 def test_formats_are_discovered_and_a_registered_format_is_dispatched(tmp_path, monkeypatch):
-    assert format_names() == ["bologna", "deeplense-npy", "hst-npy"]
-    with pytest.raises(BadInput, match=r"choose from bologna, deeplense-npy, hst-npy\)$"):
+    assert format_names() == ["bologna", "cutouts-npy", "deeplense-npy", "hst-npy"]
+    with pytest.raises(BadInput, match=r"choose from bologna, cutouts-npy, deeplense-npy, hst-npy\)$"):
         run("fits-zoo", tmp_path, tmp_path)
     seen = []
 
