@@ -45,6 +45,7 @@ class Prepared:
 
     image_size: int = 64
     fov: float | None = None    # arcsec both domains were resampled to (tasks that resample), else None
+    near_leaks: dict = field(default_factory=dict)   # model-input columns above LEAK_WARN: {name: AUROC}
     priors: dict = field(default_factory=dict, repr=False)   # BBSE estimates by source-stage key
     start_scores: dict = field(default_factory=dict, repr=False)   # step-0 scores (and test AUROC) by weights
 
@@ -245,8 +246,11 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     if unknown and preset.source.use_catalog:
         raise BadInput(f"--allow-column {unknown[0]}: not an observable catalog column of both domains "
                        f"(they share: {', '.join(cols) or 'none'})")
-    _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols, allow=d.allow_columns, log=rt.log)
-    feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols, allow=d.allow_columns, log=rt.log)
+    near: dict[str, float] = {}   # columns close to the leak threshold: the run records them
+    _, cols = feature_matrix(easy.catalog.iloc[tr], easy.labels[tr], cols, allow=d.allow_columns, log=rt.log,
+                             near=near)
+    feature_matrix(hard.catalog.iloc[lab], hard.labels[lab], cols, allow=d.allow_columns, log=rt.log,
+                   near=near)
     fe_all, _ = feature_matrix(easy.catalog, easy.labels, cols, check=False)
     fh_all, _ = feature_matrix(hard.catalog, hard.labels, cols, check=False)
     size = d.image_size
@@ -261,5 +265,5 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
         pool_labels=torch.from_numpy(hard.labels[pool]).to(dev),
         labelled=_device_data(hard, lab, xh, fh_all, dev, True, "hard/labelled"),
         test=_device_data(hard, test, xh, fh_all, dev, False, "hard/test"),
-        image_size=size, fov=fov,
+        image_size=size, fov=fov, near_leaks={c: round(a, 4) for c, a in sorted(near.items()) if c in cols},
     )

@@ -91,8 +91,11 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
     if p.fov is not None:   # resampling tasks: the field both domains were mapped to (score needs it)
         config["data"]["fov"] = p.fov
     key = stable_hash("run", name, seed, config)
-    # Recorded, outside the key (the merged `hparams` already fix it): the report shows a run with
-    # overrides as an ablation row of its own rather than letting it replace the default run.
+    # Recorded for the report, outside the key (the data and the merged `hparams` already fix them):
+    # model-input columns close to the leak threshold, and overrides, so that a run with overrides is
+    # an ablation row of its own rather than a replacement for the default run.
+    if p.near_leaks:
+        config["data"]["near_leaks"] = dict(p.near_leaks)
     defaults = get_method(name).hparams
     if over := {k: v for k, v in opts.hp_overrides.get(name, {}).items() if defaults.get(k) != v}:
         config["hp_overrides"] = over

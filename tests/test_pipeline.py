@@ -157,7 +157,7 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
     from harness.registry import get_method
 
     s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp")
-    p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None)
+    p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
     opts = lambda over: SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides=over)
     default_lr = get_method("dann").hparams["lr"]
     _, plain, key = run_config("dann", 0, p, opts({}))
@@ -188,3 +188,21 @@ def test_one_card_drawn_twice_is_two_sets_one_folder_twice_is_refused(tmp_path: 
         _check_distinct(str(tmp_path / "a"), str(tmp_path / "d"), a, d)   # a copy of the same set
     with pytest.raises(BadInput, match="are the same image set"):
         _check_distinct(str(tmp_path / "a"), str(tmp_path / "a") + "/", a, a)
+
+
+def test_near_leak_columns_are_recorded_outside_the_key() -> None:
+    """A run records the model-input columns that came close to the leak threshold; its key is unchanged."""
+    from types import SimpleNamespace
+
+    from harness.config import get_preset, stable_hash
+    from harness.pipeline import run_config
+
+    s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp")
+    opts = SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides={})
+    plain = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
+    near = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={"a": 0.97})
+    _, c0, k0 = run_config("dann", 0, plain, opts)
+    _, c1, k1 = run_config("dann", 0, near, opts)
+    assert "near_leaks" not in c0["data"] and c1["data"]["near_leaks"] == {"a": 0.97} and k0 == k1
+    del c1["data"]["near_leaks"]
+    assert k1 == stable_hash("run", "dann", 0, c1)

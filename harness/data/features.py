@@ -48,11 +48,14 @@ def single_feature_auroc(values: np.ndarray, labels: np.ndarray) -> float:
 
 def check_leaks(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str],
                 threshold: float = LEAK_AUROC, allow: tuple[str, ...] = (),
-                log: Callable[[str], None] | None = None) -> None:
+                log: Callable[[str], None] | None = None, near: dict[str, float] | None = None) -> None:
     """Raise BadInput naming the first column whose single-feature AUROC exceeds `threshold` (unless
-    it is in `allow`); send a warning to `log` for every column above LEAK_WARN."""
+    it is in `allow`); send a warning to `log` for every column above LEAK_WARN, and record it in
+    `near` (the largest AUROC seen per column), so the run can carry it to the report."""
     for c in columns:
         a = single_feature_auroc(catalog[c].to_numpy(), np.asarray(labels))
+        if a > LEAK_WARN and near is not None:
+            near[c] = max(a, near.get(c, 0.0))
         if a > threshold and c not in allow:
             raise BadInput(
                 f"leak guard: catalog column '{c}' alone separates the labels (AUROC {a:.3f} > {threshold}); "
@@ -65,8 +68,8 @@ def check_leaks(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str],
 
 
 def feature_matrix(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str] | None = None,
-                   check: bool = True, allow: tuple[str, ...] = (),
-                   log: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[str]]:
+                   check: bool = True, allow: tuple[str, ...] = (), log: Callable[[str], None] | None = None,
+                   near: dict[str, float] | None = None) -> tuple[np.ndarray, list[str]]:
     """The observable feature matrix (N, F) float32 and its column names, leak-checked.
 
     `columns=None` takes every observable column. Asking for a `truth_*` or missing column is
@@ -82,6 +85,6 @@ def feature_matrix(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str]
         if not pd.api.types.is_numeric_dtype(catalog[c]):
             raise BadInput(f"catalog column '{c}' is not numeric")
     if check:
-        check_leaks(catalog, labels, columns, allow=allow, log=log)
+        check_leaks(catalog, labels, columns, allow=allow, log=log, near=near)
     x = catalog[columns].to_numpy(dtype=np.float32) if columns else np.zeros((len(catalog), 0), np.float32)
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), list(columns)

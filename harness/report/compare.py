@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness.data.features import LEAK_AUROC, LEAK_WARN
 from harness.report import roles
 from harness.report.load import GROUP, Selection, latest_ok, predictions
 from harness.report.paired import gap_closed, paired_delta
@@ -150,12 +151,12 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     ssl_real = set(group.get("task", [])) == {"ssl-real"}   # its arms all use the fold labels
     un = group[(group["role"] == roles.METHOD) if ssl_real else roles.unsupervised(group)]
     kind = "SSL arms" if ssl_real else "unsupervised methods"
+    notes = _ceiling(group) + _near_leaks(group)
     if base is None:
-        return f"{title}: no baseline run, so no verdict" + "".join(f"; {x}" for x in _ceiling(group)) + "."
+        return "; ".join([f"{title}: no baseline run, so no verdict", *notes]) + "."
     tested = un[np.isfinite(un["delta_base.low"])]
     if tested.empty:
-        return (f"{title}: no {kind[:-1]} has paired runs against {base['method']}"
-                + "".join(f"; {x}" for x in _ceiling(group)) + ".")
+        return "; ".join([f"{title}: no {kind[:-1]} has paired runs against {base['method']}", *notes]) + "."
     wins = tested[tested["delta_base.low"] > 0]
     worse = tested[tested["delta_base.high"] < 0]
     head = (f"{title}: {len(wins)} of {len(tested)} {kind} beat {base['method']} "
@@ -175,7 +176,21 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     if oracle is not None:
         parts.append(f"the {base['method']}→{oracle['method']} gap is "
                      + ("significant" if gap else "not significant, so gap closed is not shown"))
-    return "; ".join(parts + _ceiling(group)) + "."
+    return "; ".join(parts + notes) + "."
+
+
+def _near_leaks(group: pd.DataFrame) -> list[str]:
+    """Model-input catalog columns that alone came close to separating the labels (the leak guard refuses
+    above its threshold): a referee should know what the catalog branch could lean on."""
+    near: dict[str, float] = {}
+    for text in group.get("near_leaks", []):
+        for c, a in json.loads(text or "{}").items():
+            near[c] = max(a, near.get(c, 0.0))
+    if not near:
+        return []
+    cols = ", ".join(f"{c} {a:.3f}" for c, a in sorted(near.items(), key=lambda x: -x[1]))
+    return [(f"catalog columns that alone nearly separate the labels (single-feature AUROC above "
+             f"{LEAK_WARN}, refused above {LEAK_AUROC}): {cols}")]
 
 
 def _ceiling(group: pd.DataFrame) -> list[str]:

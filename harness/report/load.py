@@ -20,6 +20,7 @@ from harness.report import roles
 from harness.store import Store
 
 GROUP = ["task", "preset", "card", "shift"]   # a card: the target domain a run adapted to
+CARRIED = ("base_method", "overrides", "source_steps", "setup", "near_leaks")   # from a row's latest run
 
 
 @dataclass
@@ -125,6 +126,15 @@ def _overrides(config: str) -> str:
     return json.dumps(over if isinstance(over, dict) else {}, sort_keys=True)
 
 
+def _near_leaks(config: str) -> str:
+    """The model-input columns a run recorded as close to the leak threshold, as sorted JSON."""
+    try:
+        near = json.loads(config)["data"].get("near_leaks") or {}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return "{}"
+    return json.dumps(near if isinstance(near, dict) else {}, sort_keys=True)
+
+
 def _source_steps(config: str) -> float:
     """The source stage's step budget (the oracle's own), NaN when not recorded."""
     try:
@@ -157,6 +167,7 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
     runs["card"], runs["setup"] = _split_setups(runs)
     runs["overrides"] = [_overrides(c) for c in runs["config"]]
     runs["source_steps"] = [_source_steps(c) for c in runs["config"]]
+    runs["near_leaks"] = [_near_leaks(c) for c in runs["config"]]
     runs["base_method"] = runs["method"]
     runs["method"] = runs["method"] + [_ablation(o) for o in runs["overrides"]]
     for col in ("oracle", "uses_target_labels"):

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.report import compare, roles
-from harness.report.load import GROUP, Selection, latest_ok
+from harness.report.load import CARRIED, GROUP, Selection, latest_ok
 
 HEADLINE = "hard_test.auroc"
 OVER_SEEDS = "over seeds"
@@ -95,7 +95,7 @@ def summarise(sel: Selection) -> pd.DataFrame:
         failed_seeds = set(runs.loc[runs["status"] != "ok", "seed"]) - set(mine["seed"])
         row = {"task": task, "preset": preset, "card": card, "shift": float(shift), "method": method,
                "role": str(runs["role"].iloc[-1]),  # the latest run's: runs come in time order
-               **{k: runs[k].iloc[-1] for k in ("base_method", "overrides", "source_steps", "setup")},
+               **{k: runs[k].iloc[-1] for k in CARRIED},
                "oracle": bool(runs["oracle"].any()),
                "uses_target_labels": bool(runs["uses_target_labels"].any()),
                "n_seeds": len(mine), "n_failed": len(failed_seeds),

@@ -175,10 +175,11 @@ def test_leak_guard_warns_above_0_95_and_refuses_a_copy_of_the_label():
                         "weak": y + rng.normal(0, 3, 400)})
     with pytest.raises(BadInput, match="'copy' alone separates"):
         feature_matrix(cat, y)
-    lines = []
-    feature_matrix(cat[["strong", "weak"]], y, log=lines.append)
+    lines, near = [], {}
+    feature_matrix(cat[["strong", "weak"]], y, log=lines.append, near=near)
     a = roc_auc_score(y, cat["strong"])
     assert 0.95 < a < 0.99 and len(lines) == 1 and "'strong' alone reaches AUROC" in lines[0]
+    assert near == {"strong": pytest.approx(a)}   # recorded for the run's config and the report
 
 
 def test_bologna_catalog_in_domain_folders_and_test_share(tmp_path):

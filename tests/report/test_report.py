@@ -495,6 +495,21 @@ def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
         assert d["delta_oracle.low"] > 0 and "more steps raise it, so it is not yet a ceiling" in line
 
 
+def test_near_leak_columns_are_named_in_the_verdict(tmp_path):
+    """Columns that passed the leak guard only just (recorded by the run) are named in the card's verdict."""
+    store = Store(tmp_path / "h.db")
+    near = {"data": {"shift": 0.0, "near_leaks": {"mag_r": 0.9712, "flux": 0.9601}}}
+    for seed in range(2):
+        _record(store, "source_only", seed, 0.7, config=near)
+        _record(store, "dann", seed, 0.8, config=near)
+    line = summarise(load(store.path))["near_leaks"].iloc[0]
+    assert json.loads(line) == near["data"]["near_leaks"]
+    from harness.report.compare import verdict
+
+    text = verdict(summarise(load(store.path)), "t")
+    assert "nearly separate the labels" in text and "mag_r 0.971, flux 0.960" in text
+
+
 def test_method_with_only_failed_runs(tmp_path):
     store = Store(tmp_path / "h.db")
     _record(store, "source_only", 0, 0.7)
