@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--datasets-dir", type=Path, default=Path("datasets"))
     i.add_argument("--seed", type=int, default=0, help="seed of the labelled/test division")
     i.add_argument("--pixel-scale", type=_positive_float, help="arcsec/pixel, for files without a header "
-                   "(default: the format's nominal scale); tasks that resample need it right")
+                   "(default: the format's nominal scale; cutouts-npy has none and needs it); tasks that "
+                   "resample need it right")
     i.add_argument("--catalog-columns", type=_names, default=(), metavar="A,B",
                    help="catalog columns that are observables (model inputs); every other catalog column "
                         "is kept as truth_<name>, never a model input (default: none)")

@@ -70,7 +70,8 @@ def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFin
 def _check(s: imageset.ImageSet, info: dict) -> None:
     _, c, h, w = s.images.shape
     if c != info["bands"]:
-        raise BadInput(f"{s.root}: images have {c} bands but run {info['run']}'s model takes {info['bands']}")
+        raise BadInput(f"{s.root}: images have {c} band{'s' * (c != 1)} but run {info['run']}'s model takes "
+                       f"{info['bands']}")
     if (task_of(s.meta) == "substructure") != (info["task"] == "substructure"):   # lens sets score alike
         raise BadInput(f"{s.root}: a {task_of(s.meta)} set, but run {info['run']} is a {info['task']} model")
     if min(h, w) < info["size"] and not get_task(info["task"]).resample:
@@ -93,6 +94,10 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
     """Scores of every image of `s`, streamed `chunk` images at a time."""
     _check(s, info)
     n = len(s)
+    if missing := [c for c in info["features"] if c not in s.catalog.columns]:
+        raise BadInput(f"{s.root or s.name}: run {info['run']} reads catalog columns this set lacks "
+                       f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''}); score it with an "
+                       "image-only run (`run --no-catalog`)")
     labels = np.zeros(n, dtype=np.int64)   # unused by feature_matrix without its leak check
     feats, _ = feature_matrix(s.catalog, labels, info["features"], check=False)
     ids = s.catalog["id"].astype(str).to_numpy() if "id" in s.catalog else np.arange(n).astype(str)
@@ -112,8 +117,9 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
             x = _tensor(prepare(raw, info["size"], task.stretch))
         if not finite:
             imageset.check_finite(s)   # raises, naming how many stamps and the first id
-            raise BadInput(f"{s.root or s.name}: stamps {lo}..{lo + len(raw) - 1} are not finite once "
-                           "resampled for the model")
+            first = lo + int(np.flatnonzero(~np.isfinite(np.asarray(raw)).all(axis=(1, 2, 3)))[0])
+            raise BadInput(f"{s.root or s.name}: stamp {ids[first]} is not finite once resampled for "
+                           "the model")
         c = torch.from_numpy(feats[lo:lo + chunk])
         for b in range(0, len(x), batch):
             with rt.autocast():
@@ -160,10 +166,15 @@ def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path |
     if (set_dir is None) == (images_dir is None):
         raise BadInput("give one of --set DIR (an image set) or --images DIR --format F (a real layout)")
     model, info = load_model(Store(store_path, create=False), run_id, rt.device)
+    if set_dir is not None and pixel_scale is not None:
+        raise BadInput("--pixel-scale is for --images (files without a header); an image set has its own")
     with tempfile.TemporaryDirectory(prefix=".score-", dir=out.parent) as scratch:
-        sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt, pixel_scale)
-        frames = [score_set(model, s, info, rt, chunk).assign(set=s.root.name if s.root else s.name)
-                  for s in sets]
+        try:
+            sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt, pixel_scale)
+            frames = [score_set(model, s, info, rt, chunk).assign(set=s.root.name if s.root else s.name)
+                      for s in sets]
+        except BadInput as e:   # name the user's folder, not the temporary copy the importer made
+            raise BadInput(str(e).replace(str(Path(scratch) / "scored"), str(images_dir))) from None
         tmp = Path(scratch) / "scores.parquet"
         pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
         os.replace(tmp, out)

@@ -215,6 +215,8 @@ def suite_figures(summary: pd.DataFrame, out: Path) -> list[tuple[Fig, list[str]
         if rows["card"].nunique() < 2:
             continue
         rows = rows[rows["role"] != roles.BASELINE]
+        if rows.empty:   # e.g. one card run with and without its catalog, by the baseline alone
+            continue
         f = Fig(f"Shift suite · {task} · {preset}")
         f.file = save(plots.suite_heatmap(rows), out / f"{slug(task + '-' + preset)}-suite.png").name
         f.caption = ("Mean over seeds of the paired Δ hard-test AUROC against each card's own baseline; "

@@ -510,6 +510,18 @@ def test_near_leak_columns_are_named_in_the_verdict(tmp_path):
     assert "nearly separate the labels" in text and "mag_r 0.971, flux 0.960" in text
 
 
+def test_report_on_a_card_run_with_and_without_its_catalog_by_the_baseline_alone(tmp_path):
+    """The image-only variant is a card of its own; with only baseline runs, the suite figure has no rows
+    to draw, and the report is written without it (it used to fail in the heatmap)."""
+    store = Store(tmp_path / "h.db")
+    for use in (True, False):
+        cfg = {"data": {"hard": "hard", "shift": 0.0}, "preset": {"source": {"use_catalog": use}}}
+        _record(store, "source_only", 0, 0.7 if use else 0.65, config=cfg, tag="" if use else "-img")
+    out = build_report(store.path, tmp_path / "r", log=lambda _: None)
+    text = (out / "summary.md").read_text()
+    assert "hard (image-only)" in text and "Shift suite" not in text
+
+
 def test_method_with_only_failed_runs(tmp_path):
     store = Store(tmp_path / "h.db")
     _record(store, "source_only", 0, 0.7)

@@ -5,6 +5,7 @@ Formats (one module each in this package, found by importing its modules):
                    Band1..3 FITS per ID, a catalog CSV per domain; hard is ~80% unlabelled.
     deeplense-npy  class folders of .npy images (DeepLense Common Test I, substructure classes).
     hst-npy        flat `*_hst.npy` lenses and `nl_*_hst.npy` non-lenses (DeepLense Specific Test VI).
+    cutouts-npy    unlabelled survey stamps, one .npy per file, for `score` only (no training splits).
 
 A new format is one module here whose reader is decorated with `@register_format("name")`; it
 takes (source path, set name, scratch folder, Options) and returns {key: ImageSet}, one key "" for

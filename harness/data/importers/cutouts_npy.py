@@ -4,9 +4,10 @@ One folder (searched recursively) of `.npy` stamps, (H, W) or (C, H, W), under a
 `id` is its file's relative path. Nothing is labelled, so the set is for scoring only (`score --images
 DIR --format cutouts-npy --pixel-scale S`): its one split is `all` and every label is -1, so `run`
 refuses it as a domain (it has no train, pool or test split). Junk, unreadable and odd-shaped files are
-skipped and counted, and NaN pixels repaired, as in the other `.npy` layouts. The files carry no
-header, so `--pixel-scale` is required: it sets the aperture of the measured catalog columns that a
-run with catalog features reads.
+skipped and counted, and NaN pixels repaired, as in the other `.npy` layouts; channel-last stamps are
+refused. The files carry no header, so `--pixel-scale` is required (the aperture of the measured
+catalog columns). Those columns are of bands `c0, c1, …` (or `x`), not a simulator's `g, r, i`, so
+the stamps are scored with an image-only run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def import_cutouts(path: Path, name: str, scratch: Path, opt: Options) -> dict[s
         raise BadInput(f"{path}: no .npy files")
     items = [NpyItem(f, f.relative_to(path).as_posix(), UNLABELLED) for f in files]
     stack, kept = stack_npy(items, path, scratch, quirks, opt)
+    c, h, w = (int(v) for v in quirks.shape.split("x"))
+    if w <= 5 < min(c, h):   # (H, W, C) files read as C = H bands: refuse rather than score nonsense
+        raise BadInput(f"{path}: the stamps look channel-last ({quirks.shape} read as C x H x W); "
+                       "save them as (C, H, W) or (H, W)")
     meta = {"name": name, "kind": "lens-finding", "domain": "real", "classes": [], "labelled": False,
             "source_format": "cutouts-npy", "source_path": str(path.resolve()),
             "fingerprint": fingerprint(path, files), "quirks": quirks.as_meta()}

@@ -61,7 +61,7 @@ def stack_npy(items: list[NpyItem], root: Path, scratch: Path, quirks: Quirks,
         s = _npy_shape(it.file)
         shapes.append(s)
         if s is None:
-            quirks.add("unreadable", it.rel, True)
+            quirks.add("unreadable", it.rel, it.label >= 0)
     shape = majority(s for s in shapes if s is not None)
     if shape is None:
         raise BadInput(f"{root}: no readable .npy images")
@@ -69,7 +69,7 @@ def stack_npy(items: list[NpyItem], root: Path, scratch: Path, quirks: Quirks,
     ok = []
     for i, s in enumerate(shapes):
         if s is not None and s != shape:
-            quirks.add("shape", items[i].rel, True)
+            quirks.add("shape", items[i].rel, items[i].label >= 0)
         elif s is not None:
             ok.append(i)
     stack = Stack(scratch / "images.npy", len(ok), shape)
@@ -88,9 +88,9 @@ def _load_npy(it: NpyItem, shape: tuple, quirks: Quirks) -> np.ndarray | None:
     try:
         a = np.load(it.file, allow_pickle=False).astype(np.float32).reshape(shape)
     except Exception:  # noqa: BLE001 - the header was fine but the body may be truncated
-        quirks.add("unreadable", it.rel, True)
+        quirks.add("unreadable", it.rel, it.label >= 0)   # unlabelled stamps (-1) are not "labelled" losses
         return None
-    return repair_nan(a, quirks, it.rel, True)
+    return repair_nan(a, quirks, it.rel, it.label >= 0)
 
 
 def npy_imageset(items: list[NpyItem], kept: list[int], images: np.ndarray, splits: dict,
