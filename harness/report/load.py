@@ -40,29 +40,41 @@ class Selection:
         return self.root / run_id
 
 
-def _card(config: str) -> str:
+def _config(text: str) -> dict:
+    """A run's stored config, parsed once ({} when unreadable: the report takes any store)."""
+    try:
+        cfg = json.loads(text)
+    except (ValueError, TypeError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _get(cfg: dict, *path: str) -> object:
+    """cfg[path[0]][path[1]]…, None where a level is missing or not a mapping."""
+    for key in path:
+        cfg = cfg.get(key) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def _card(cfg: dict) -> str:
     """The target card or set a run used (its name, without folder or .yaml), "" when unknown;
     marked "(image-only)" for runs without catalog features, which form their own comparison."""
-    try:
-        cfg = json.loads(config)
-        hard = cfg.get("data", {}).get("hard")
-        image_only = cfg.get("preset", {}).get("source", {}).get("use_catalog") is False
-    except (ValueError, TypeError, AttributeError):
-        return ""
+    hard = _get(cfg, "data", "hard")
     if not hard:
         return ""
+    image_only = _get(cfg, "preset", "source", "use_catalog") is False
     return Path(str(hard)).stem + (" (image-only)" if image_only else "")
 
 
 UNKNOWN_SHIFT = -1.0   # a card off the easy -> hard ladder (e.g. hard-clean, camera, an imported set)
 
 
-def _shift(config: str) -> float:
+def _shift(cfg: dict) -> float:
     """The card's position on the easy (0) -> hard (1) ladder, UNKNOWN_SHIFT when it has none."""
     try:
-        shift = json.loads(config).get("data", {}).get("shift")
+        shift = _get(cfg, "data", "shift")
         return UNKNOWN_SHIFT if shift is None else float(shift)
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         return UNKNOWN_SHIFT
 
 
@@ -71,18 +83,13 @@ def _shift(config: str) -> float:
 NOT_SETUP = {"name", "data.easy", "data.hard", "data.workers", "n_boot"}
 
 
-def _setup(config: str) -> dict[str, str]:
+def _setup(cfg: dict) -> dict[str, str]:
     """What makes two runs comparable besides the card and the method, flattened: the preset's sections
     (backbone, budgets, sizes, selector) but `NOT_SETUP`, the precision and the two sets' contents."""
-    try:
-        cfg = json.loads(config)
-        data = cfg.get("data", {})
-        parts = {"preset": cfg.get("preset", {}), "precision": cfg.get("precision"),
-                 "easy set": str(data.get("easy_fingerprint"))[:8],
-                 "hard set": str(data.get("hard_fingerprint"))[:8],
-                 "features": data.get("features"), "fov": data.get("fov")}
-    except (ValueError, TypeError, AttributeError):
-        return {}
+    parts = {"preset": _get(cfg, "preset") or {}, "precision": cfg.get("precision"),
+             "easy set": str(_get(cfg, "data", "easy_fingerprint"))[:8],
+             "hard set": str(_get(cfg, "data", "hard_fingerprint"))[:8],
+             "features": _get(cfg, "data", "features"), "fov": _get(cfg, "data", "fov")}
     flat: dict[str, str] = {}
 
     def walk(prefix: str, v: object) -> None:
@@ -95,14 +102,14 @@ def _setup(config: str) -> dict[str, str]:
     return {k: v for k, v in flat.items() if k not in NOT_SETUP}
 
 
-def _split_setups(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def _split_setups(runs: pd.DataFrame, cfgs: list[dict] | None = None) -> tuple[pd.Series, pd.Series]:
     """Card labels that keep different setups apart: where one card's runs differ in backbone, budget,
     precision, a set's contents or a card path of the same name, every setup is named by what differs
     (e.g. "hard [source.backbone=resnet18]"), so a re-run with another setup never replaces, or is
     paired with, the runs of another. Returns the labels and each run's setup tag alone ("" if none)."""
-    setups = [_setup(c) for c in runs["config"]]
+    setups = [_setup(c) for c in (cfgs if cfgs is not None else map(_config, runs["config"]))]
     cards, tags = runs["card"].copy(), pd.Series("", index=runs.index)
-    for idx in runs.groupby(["task", "preset", "card", "shift"], sort=False).groups.values():
+    for idx in runs.groupby(GROUP, sort=False).groups.values():
         mine = [setups[runs.index.get_loc(i)] for i in idx]
         done = [m for i, m in zip(idx, mine) if runs.at[i, "status"] == "ok"]   # failed ones rename nothing
         keys = sorted(k for k in set().union(*done) if len({m.get(k) for m in done}) > 1) if done else []
@@ -117,29 +124,16 @@ def _split_setups(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return cards, tags
 
 
-def _overrides(config: str) -> str:
-    """A run's `--hp` overrides that differ from its method's defaults, as sorted JSON ("{}": none)."""
-    try:
-        over = json.loads(config).get("hp_overrides") or {}
-    except (ValueError, TypeError, AttributeError):
-        return "{}"
-    return json.dumps(over if isinstance(over, dict) else {}, sort_keys=True)
+def _as_json(value: object) -> str:
+    """A recorded mapping (`--hp` overrides, near-leak columns) as sorted JSON; "{}" when absent."""
+    return json.dumps(value if isinstance(value, dict) else {}, sort_keys=True)
 
 
-def _near_leaks(config: str) -> str:
-    """The model-input columns a run recorded as close to the leak threshold, as sorted JSON."""
-    try:
-        near = json.loads(config)["data"].get("near_leaks") or {}
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return "{}"
-    return json.dumps(near if isinstance(near, dict) else {}, sort_keys=True)
-
-
-def _source_steps(config: str) -> float:
+def _source_steps(cfg: dict) -> float:
     """The source stage's step budget (the oracle's own), NaN when not recorded."""
     try:
-        return float(json.loads(config)["preset"]["source"]["steps"])
-    except (ValueError, TypeError, KeyError):
+        return float(_get(cfg, "preset", "source", "steps"))
+    except (ValueError, TypeError):
         return math.nan
 
 
@@ -162,12 +156,13 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
     for col, default in (("start", "source"), ("uses_target_labels", 0), ("oracle", 0), ("error", None)):
         if col not in runs.columns:  # a store written before the column existed
             runs[col] = default
-    runs["shift"] = [_shift(c) for c in runs["config"]]
-    runs["card"] = [_card(c) for c in runs["config"]]
-    runs["card"], runs["setup"] = _split_setups(runs)
-    runs["overrides"] = [_overrides(c) for c in runs["config"]]
-    runs["source_steps"] = [_source_steps(c) for c in runs["config"]]
-    runs["near_leaks"] = [_near_leaks(c) for c in runs["config"]]
+    cfgs = [_config(c) for c in runs["config"]]
+    runs["shift"] = [_shift(c) for c in cfgs]
+    runs["card"] = [_card(c) for c in cfgs]
+    runs["card"], runs["setup"] = _split_setups(runs, cfgs)
+    runs["overrides"] = [_as_json(c.get("hp_overrides")) for c in cfgs]
+    runs["source_steps"] = [_source_steps(c) for c in cfgs]
+    runs["near_leaks"] = [_as_json(_get(c, "data", "near_leaks")) for c in cfgs]
     runs["base_method"] = runs["method"]
     runs["method"] = runs["method"] + [_ablation(o) for o in runs["overrides"]]
     for col in ("oracle", "uses_target_labels"):
