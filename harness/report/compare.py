@@ -194,13 +194,22 @@ def _near_leaks(group: pd.DataFrame) -> list[str]:
 
 
 def _ceiling(group: pd.DataFrame) -> list[str]:
-    """The ceiling check's sentences: each longer-trained oracle against the group's oracle."""
+    """The ceiling check's sentences: each longer-trained oracle against the group's oracle, or, with an
+    oracle but no such run, that the check was not made (converging within its own cosine budget, the
+    table's only other test, does not show that more steps would not raise it)."""
     oracle = roles.reference(group, roles.ORACLE)
+    if oracle is None:
+        return []
     low = group.get("delta_oracle.low", pd.Series(np.nan, index=group.index))
     out = []
-    for _, r in group[np.isfinite(low)].iterrows() if oracle is not None else []:
+    for _, r in group[np.isfinite(low)].iterrows():
         d = f"{r['delta_oracle']:+.3f} [{r['delta_oracle.low']:+.3f}, {r['delta_oracle.high']:+.3f}]"
         out.append(f"{r['method']} gains {d} over {oracle['method']}: " + (
             "more steps raise it, so it is not yet a ceiling" if r["delta_oracle.low"] > 0
             else "no significant gain, so more steps do not raise the ceiling"))
+    if not out:
+        steps = pd.to_numeric(oracle.get("source_steps", math.nan), errors="coerce")
+        n = f"{2 * int(steps)}" if math.isfinite(steps) and steps > 0 else "N"
+        out.append(f"whether {oracle['method']} is a ceiling is untested (run it again with more steps, "
+                   f"e.g. `--hp {oracle.get('base_method', oracle['method'])}.steps={n}`, on the same seeds)")
     return out

@@ -46,7 +46,8 @@ def legend(rows: pd.DataFrame) -> list[str]:
          f"oracle: {', '.join(top)}, with a paired-bootstrap interval of the ratio; shown only where the "
          "baseline→oracle gap is itself significant."),
         (f"An oracle marked 'not converged' changed its hard-test AUROC by more than {NOT_CONVERGED} between "
-         "its last two checkpoints, so it is not a ceiling yet."),
+         "its last two checkpoints, so it is not a ceiling yet; an unmarked one may still not be (the "
+         "verdict says whether an oracle trained longer on the same seeds was run, and what it gained)."),
         ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
          "(Bologna challenge)."),
     ] + ([(f"ssl-real: each arm's AUROC is the mean over its 5 folds with a {FOLDS} (clipped to [0, 1]; "

@@ -488,6 +488,9 @@ def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
     line = verdict(s.reset_index(), "lens-finding · smoke")
     alone = verdict(s.drop(index="dann").reset_index(), "t")   # no unsupervised method: still said
     assert "no unsupervised method has paired runs" in alone and "oracle [steps=900] gains" in alone
+    assert "is a ceiling is untested" not in line
+    untested = verdict(s.drop(index="oracle [steps=900]").reset_index(), "t")
+    assert "whether oracle is a ceiling is untested" in untested and "`--hp oracle.steps=200`" in untested
     if ceiling:   # the same scores: a zero difference
         assert d["delta_oracle"] == 0 and d["delta_oracle.low"] == 0
         assert "oracle [steps=900] gains +0.000 [+0.000, +0.000] over oracle: no significant gain" in line
