@@ -62,19 +62,19 @@ class Prepared:
     @property
     def fingerprint(self) -> str:
         """Identity of everything a stage sees: both sets (content, size, seed, split indices), features."""
-        return stable_hash(_ident(self.easy), _ident(self.hard), self.columns, *self._grid)
+        return stable_hash(set_identity(self.easy), set_identity(self.hard), self.columns, *self._grid)
 
     @property
     def easy_images_fingerprint(self) -> str:
         """Identity of the easy training images alone, at the model input size: all that the easy-only
         SSL encoder sees (no catalog, no labels), so catalog and image-only runs share it too."""
-        return stable_hash(_ident(self.easy), *self._grid)
+        return stable_hash(set_identity(self.easy), *self._grid)
 
     @property
     def source_fingerprint(self) -> str:
         """Identity of what the easy-only stages see: the easy set, the features, the input size and
         the classes. Targets with the same source share these stages (a shift suite trains them once)."""
-        return stable_hash(_ident(self.easy), self.columns, *self._grid, self.classes)
+        return stable_hash(set_identity(self.easy), self.columns, *self._grid, self.classes)
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +103,9 @@ class Prepared:
                                    start_scores={})
 
 
-def _ident(s: imageset.ImageSet) -> tuple:
+def set_identity(s: imageset.ImageSet) -> tuple:
+    """What tells two image sets apart for caching: fingerprint (a card's, or an import's content hash),
+    size, generation seed and the split indices (two draws of one card differ only in the last two)."""
     splits = {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
               for k, v in sorted(s.splits.items())}
     return s.fingerprint, len(s), s.meta.get("seed"), splits
@@ -165,7 +167,7 @@ def _check_distinct(easy_spec: str, hard_spec: str, easy: imageset.ImageSet, har
     the two domains are drawn with different data seeds, even from one card.)"""
     folders = Path(easy_spec).is_dir() and Path(hard_spec).is_dir()
     if folders and (Path(easy_spec).resolve() == Path(hard_spec).resolve()
-                    or (easy.fingerprint and _ident(easy)[:3] == _ident(hard)[:3])):
+                    or (easy.fingerprint and set_identity(easy)[:3] == set_identity(hard)[:3])):
         raise BadInput(f"--easy {easy_spec} and --hard {hard_spec} are the same image set: the source model "
                        "would train on the hard test images; give two different sets")
 

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from harness.api import DomainData
 from harness.config import stable_hash
 from harness.data import imageset
-from harness.domains import check_task, declared_task, load_domain, model_input
+from harness.domains import check_task, declared_task, load_domain, model_input, set_identity
 from harness.errors import BadInput
 from harness.fs import atomic_dir, locked, verified_or_removed
 from harness.metrics import auroc, auroc_ci
@@ -122,6 +122,13 @@ def fold_interval(values: list[float], level: float = 0.95) -> tuple[float, floa
     return m, max(0.0, m - half), min(1.0, m + half)
 
 
+def encoder_key(s: imageset.ImageSet, pr, seed: int, precision: str) -> str:
+    """The SSL encoder's cache key: the set's whole identity (two draws of one card share a fingerprint
+    but not a seed or split indices), the input size, the SSL recipe, backbone, seed and precision."""
+    return stable_hash("ssl-real", set_identity(s), pr.data.image_size, pr.ssl, pr.source.backbone, seed,
+                       precision)
+
+
 def run_ssl_real(seeds: list[int], opts, skip_done: bool = False) -> list[str]:
     """Every seed: pretrain, cross-validate the three arms, record one run per arm."""
     from harness.pipeline import _device_name, code_version
@@ -130,8 +137,7 @@ def run_ssl_real(seeds: list[int], opts, skip_done: bool = False) -> list[str]:
     ids = []
     for seed in seeds:
         pr, t0 = opts.preset, time.perf_counter()
-        ident = stable_hash("ssl-real", s.fingerprint, len(s), pr.data.image_size, pr.ssl, pr.source.backbone,
-                            seed, opts.precision)
+        ident = encoder_key(s, pr, seed, opts.precision)
         base = {"preset": pr.to_dict(), "folds": FOLDS, "precision": opts.precision,
                 "data": {"hard": pr.data.hard, "hard_fingerprint": s.fingerprint, "features": []}}
         keys = {a: stable_hash("run", a, seed, {**base, "method": a}) for a in ARMS}

@@ -137,6 +137,7 @@ def test_ssl_real_smoke_records_three_arms_on_the_same_folds(ssl_real: Path) -> 
     assert main(["report", "--store", str(ssl_real / "s.db"), "--out", str(out)]) == 0
     md = (out / "summary.md").read_text()
     assert "SSL arms beat scratch" in md and "above chance" in md and "t-interval over 5 folds" in md
+    assert "‡ uses the 20% labelled hard split (ssl-real: the labels of its training folds)" in md
 
 
 def test_ssl_pretraining_sees_no_labels(ssl_real: Path, tmp_path: Path) -> None:
@@ -162,6 +163,21 @@ def test_ssl_pretraining_sees_no_labels(ssl_real: Path, tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ssl_encoder_cache_tells_two_draws_of_one_card_apart(ssl_real: Path) -> None:
+    """Two sets of one card (same fingerprint and size, another seed or split) get their own encoders."""
+    from harness.config import get_preset
+    from harness.ssl_real import encoder_key
+
+    gen = imageset.load(next((ssl_real / "ds").glob("hst-lenses-*")))
+    pr = get_preset("smoke")
+    other_seed = imageset.ImageSet(gen.images, gen.catalog, gen.labels, gen.splits,
+                                   {**gen.meta, "seed": int(gen.meta["seed"]) + 1})
+    splits = {k: v[::-1].copy() for k, v in gen.splits.items()}
+    other_split = imageset.ImageSet(gen.images, gen.catalog, gen.labels, splits, dict(gen.meta))
+    keys = {encoder_key(s, pr, 0, "fp32") for s in (gen, other_seed, other_split)}
+    assert len(keys) == 3 and encoder_key(gen, pr, 0, "fp32") == encoder_key(gen, pr, 0, "fp32")
+
+
 def test_ssl_real_runs_on_an_imported_hst_folder(ssl_real: Path, tmp_path: Path) -> None:
     """A held-back folder in the Test VI layout (single-band 334x334 with NaNs) imports and runs."""
     gen = imageset.load(next((ssl_real / "ds").glob("hst-lenses-*")))
@@ -178,3 +194,12 @@ def test_ssl_real_runs_on_an_imported_hst_folder(ssl_real: Path, tmp_path: Path)
     assert rc == 0
     runs = Store(tmp_path / "s.db").runs()
     assert len(runs) == 3 and set(runs["task"]) == {"ssl-real"}
+    # the same file names and sizes with other pixels: another import, so another encoder, not the cached one
+    for f in src.glob("*_hst.npy"):
+        np.save(f, np.load(f)[::-1].copy())
+    again = import_dataset("hst-npy", src, "hst-real-2", datasets_dir=tmp_path, progress=False,
+                           log=lambda m: None)
+    assert imageset.load(again).fingerprint != imageset.load(out).fingerprint
+    assert main(["run", "--task", "ssl-real", "--hard", str(again), "--store", str(tmp_path / "s.db"),
+                 "--datasets-dir", str(tmp_path), *SMOKE]) == 0
+    assert len(list((tmp_path / "cache").glob("ssl-*"))) == 2

@@ -1,7 +1,6 @@
 """Summarise runs into one row per method, and render that summary as Markdown, HTML or text.
 
-Numbers are computed once here (`summarise`); every renderer formats the same frame, so the
-terminal, Markdown, HTML and CSV views can never disagree.
+Numbers are computed once (`summarise`); every renderer formats that one frame, so views agree.
 """
 
 from __future__ import annotations
@@ -31,9 +30,11 @@ def legend(rows: pd.DataFrame) -> list[str]:
     that gap closed used there."""
     base = sorted(set(rows["gap_baseline"]) - {""}) or ["none"]
     top = sorted(set(rows["gap_oracle"]) - {""}) or ["none"]
+    ssl_real = "ssl-real" in set(rows.get("task", []))
+    folds = " (ssl-real: the labels of its training folds)" if ssl_real else ""
     return [
         (f"{ORACLE_MARK} oracle: trained on the hard domain's labels; {LABELS_MARK} uses the 20% labelled "
-         "hard split. Both use hard labels — not an unsupervised result."),
+         f"hard split{folds}. Both use hard labels — not an unsupervised result."),
         ("Intervals are 95%: a t-interval over per-seed values when a method has 3 or more seeds "
          f"(\"{OVER_SEEDS}\"), otherwise the mean of the per-run bootstrap intervals (\"{BOOTSTRAP}\")."),
         ("AUROC is that of the final weights (every method's schedule anneals to its end); the two selection "
@@ -48,12 +49,11 @@ def legend(rows: pd.DataFrame) -> list[str]:
         (f"An oracle marked 'not converged' changed its hard-test AUROC by more than {NOT_CONVERGED} between "
          "its last two checkpoints, so it is not a ceiling yet; an unmarked one may still not be (the "
          "verdict says whether an oracle trained longer on the same seeds was run, and what it gained)."),
-        ("TPR0: true-positive rate at zero false positives; TPR10: at ten false positives "
-         "(Bologna challenge)."),
+        "TPR0: true-positive rate at zero false positives; TPR10: at ten false positives (Bologna).",
     ] + ([(f"ssl-real: each arm's AUROC is the mean over its 5 folds with a {FOLDS} (clipped to [0, 1]; "
            "optimistic, as folds share training images); Δ vs scratch is a paired bootstrap over every "
            "image's pooled out-of-fold score. The SSL arms' encoder saw every image, unlabelled "
-           "(transductive), which scratch did not.")] if "ssl-real" in set(rows.get("task", [])) else [])
+           "(transductive), which scratch did not.")] if ssl_real else [])
 
 
 def interval(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> tuple[float, float, float, str]:

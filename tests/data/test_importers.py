@@ -310,11 +310,14 @@ def test_deeplense_split_folders(tmp_path):
     assert all(s.catalog["id"].iloc[i].startswith("val/") for i in s.split("val"))
     assert {"mag_x", "r_half_arcsec", "ellipticity"} <= set(s.catalog.columns)
     assert "1 macOS" in log.one("deeplense-npy", "macOS")
+    # the files carry no scale: the one assumed is said, as a warning (it sets the substructure field)
+    assert s.meta["pixel_scale"] == 0.05 and log.one("--pixel-scale").startswith("warning: ")
 
 
 def test_deeplense_flat_classes_in_wrapper_folder(tmp_path):
     src = make_deeplense(tmp_path / "src" / "dataset", split_folders=False, size=40)
-    out, _ = run("deeplense-npy", src.parent, tmp_path)
+    out, log = run("deeplense-npy", src.parent, tmp_path, pixel_scale=0.101)
+    assert not [x for x in log if "--pixel-scale" in x]
     s = load(out)
     assert s.images.shape == (15, 1, 40, 40)
     assert {"train", "val"} <= set(s.splits) and len(s.split("val")) == 3  # stratified 20%

@@ -22,7 +22,9 @@ from harness.data.importers.quirks import VAL_SHARE, Options, Quirks, fingerprin
 from harness.data.splits import require_nonempty, target_splits, train_val
 from harness.errors import BadInput
 
-# Nominal scale, as the files carry no header: used only for the aperture of measure().
+# Model I's scale, assumed when `--pixel-scale` is not given (the files carry no header). It sets the
+# aperture of measure() and, on the substructure task, the field each stamp is resampled onto
+# (`domains.model_input`): Model II (0.101) and III (0.08) imported without it map at the wrong scale.
 DEEPLENSE_PIXEL_SCALE = 0.05
 LABELLED_SHARE = 0.2   # the protocol's labelled share of a target domain (DeepLense Test II's 20%)
 TEST_SHARE = 0.2       # held-out test share of a target domain without a test/ folder (as the cards)
@@ -71,6 +73,9 @@ def import_deeplense(path: Path, name: str, scratch: Path, opt: Options) -> dict
             "source_format": "deeplense-npy", "source_path": str(path.resolve()),
             "fingerprint": fingerprint(root, scanned), "quirks": quirks.as_meta()}
     scale = opt.pixel_scale or DEEPLENSE_PIXEL_SCALE
+    if not opt.pixel_scale:
+        opt.log(f"warning: deeplense-npy: no --pixel-scale, so Model I's {DEEPLENSE_PIXEL_SCALE}\"/px is "
+                "assumed (Model II is 0.101, Model III 0.08)")
     iset = npy_imageset(items, kept, stack.filled(), splits, meta, scale)
     report(quirks, opt.log)
     opt.log(f"deeplense-npy: {len(kept)} images in {len(classes)} classes ({', '.join(classes)})")

@@ -160,10 +160,15 @@ def with_measurements(catalog: pd.DataFrame, images: np.ndarray, bands: list[str
 
 
 def fingerprint(root: Path, files: Iterable[Path], extra: bytes = b"") -> str:
-    """sha256 of the sorted (relative path, size) list plus `extra` (catalog bytes)."""
+    """sha256 of the sorted (relative path, size, content sha256) list plus `extra` (catalog bytes).
+
+    The content is in it so that two imports whose files share names and sizes (a survey's cutouts
+    reprocessed, say) are told apart: cached stages and the same-set check key on this fingerprint."""
     h = hashlib.sha256()
-    for rel, size in sorted((f.relative_to(root).as_posix(), f.stat().st_size) for f in files):
-        h.update(f"{rel}\t{size}\n".encode())
+    for rel, f in sorted((f.relative_to(root).as_posix(), f) for f in files):
+        with open(f, "rb") as fh:
+            content = hashlib.file_digest(fh, "sha256").hexdigest()
+        h.update(f"{rel}\t{f.stat().st_size}\t{content}\n".encode())
     h.update(extra)
     return h.hexdigest()
 
