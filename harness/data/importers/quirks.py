@@ -166,9 +166,13 @@ def fingerprint(root: Path, files: Iterable[Path], extra: bytes = b"") -> str:
     reprocessed, say) are told apart: cached stages and the same-set check key on this fingerprint."""
     h = hashlib.sha256()
     for rel, f in sorted((f.relative_to(root).as_posix(), f) for f in files):
-        with open(f, "rb") as fh:
-            content = hashlib.file_digest(fh, "sha256").hexdigest()
-        h.update(f"{rel}\t{f.stat().st_size}\t{content}\n".encode())
+        try:
+            with open(f, "rb") as fh:
+                content = hashlib.file_digest(fh, "sha256").hexdigest()
+            size = f.stat().st_size
+        except OSError:   # the importer reports an unreadable file as a quirk; it still counts here
+            content, size = "unreadable", -1
+        h.update(f"{rel}\t{size}\t{content}\n".encode())
     h.update(extra)
     return h.hexdigest()
 
