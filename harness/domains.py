@@ -21,8 +21,9 @@ import torch
 from harness.api import DomainData
 from harness.config import Preset, stable_hash
 from harness.data import imageset
+from harness.data.bands import check_bands
 from harness.data.features import feature_matrix, observable_columns
-from harness.data.preprocess import crop_or_pad, prepare, resample
+from harness.data.preprocess import crop_to, prepare, resample
 from harness.errors import BadInput
 from harness.fs import SUMS, checksum_problem, locked, verified_or_removed
 from harness.tasks import Task, get_task, task_of
@@ -149,6 +150,9 @@ def _device_data(s: imageset.ImageSet, idx: np.ndarray, x: np.ndarray, feats: np
     return DomainData(images, cat, labels, name)
 
 
+BANDS_HINT = "; give --easy and --hard sets of the same bands, in the same order"
+
+
 def _check_card_roles(easy: str, hard: str) -> None:
     """A source card declares a validation share, a target card its labelled and test shares: swapping
     them is refused before anything is generated (folders are checked for their splits when loaded)."""
@@ -170,6 +174,21 @@ def _check_distinct(easy_spec: str, hard_spec: str, easy: imageset.ImageSet, har
                     or (easy.fingerprint and set_identity(easy)[:3] == set_identity(hard)[:3])):
         raise BadInput(f"--easy {easy_spec} and --hard {hard_spec} are the same image set: the source model "
                        "would train on the hard test images; give two different sets")
+
+
+def set_bands(s: imageset.ImageSet) -> list[str] | int:
+    """A set's band names, or its channel count where its meta.json names none."""
+    names = s.meta.get("bands")
+    return list(names) if isinstance(names, list) and len(names) == s.images.shape[1] else s.images.shape[1]
+
+
+def declared_bands(spec: str) -> list[str] | int:
+    """The bands a card or an image-set folder declares, read before anything is generated."""
+    if Path(spec).is_dir():
+        return set_bands(imageset.load(spec))
+    from harness.data.cards import load_card
+
+    return load_card(spec).bands
 
 
 def declared_task(spec: str) -> str:
@@ -201,7 +220,7 @@ def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
     x = np.asarray(s.images[rows])
     if task.resample and fov is not None:
         x = resample(x, _pixel_scale(s), fov, size)
-    return prepare(x, size, task.stretch) if stretch else crop_or_pad(x, size)
+    return prepare(x, size, task.stretch) if stretch else crop_to(x, size)
 
 
 def _pixel_scale(s: imageset.ImageSet) -> float:
@@ -222,6 +241,8 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     # the task is checked before anything is generated
     t = check_task((d.easy, declared_task(d.easy)), (d.hard, declared_task(d.hard)), task)
     _check_card_roles(d.easy, d.hard)
+    check_bands(f"easy {d.easy}", declared_bands(d.easy), f"hard {d.hard}", declared_bands(d.hard),
+                BANDS_HINT)
     easy = load_domain(d.easy, d.n_easy, d.seed, datasets_dir, rt, d.workers)
     hard = load_domain(d.hard, d.n_hard, d.seed + 1, datasets_dir, rt, d.workers)
     _check_distinct(d.easy, d.hard, easy, hard)
@@ -231,8 +252,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
         imageset.check_finite(s)
     tr, va = easy.split("train"), easy.split("val")
     pool, lab, test = hard.split("pool"), hard.split("labelled"), hard.split("test")
-    if easy.images.shape[1] != hard.images.shape[1]:
-        raise BadInput(f"easy has {easy.images.shape[1]} bands but hard has {hard.images.shape[1]}")
+    check_bands(f"easy {d.easy}", set_bands(easy), f"hard {d.hard}", set_bands(hard), BANDS_HINT)
     # AUROC needs both classes in the evaluation splits too; only their class counts are read here
     for name, s, idx in (("easy train", easy, tr), ("easy val", easy, va), ("hard labelled", hard, lab),
                          ("hard test", hard, test)):

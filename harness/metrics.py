@@ -71,14 +71,15 @@ def auroc_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOT, seed:
 
 
 def tpr_at_false_positives(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """Fraction of lenses scored above the (k+1)-th highest non-lens: at most k false positives."""
+    """Fraction of lenses scored above the (k+1)-th highest non-lens: at most k false positives.
+
+    NaN with k or fewer non-lenses: any threshold then keeps at most k false positives, so it would read
+    1 for every model, random scores included (a high-lens-fraction card's small test split)."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     neg = np.sort(scores[labels == 0])[::-1]
     pos = scores[labels == 1]
-    if pos.size == 0:
+    if pos.size == 0 or neg.size <= k:
         return float("nan")
-    if neg.size <= k:
-        return 1.0
     return float(np.mean(pos > neg[k]))
 
 

@@ -30,7 +30,7 @@ from harness import __version__
 from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
-from harness.domains import Prepared, prepare_data
+from harness.domains import Prepared, prepare_data, set_bands
 from harness.errors import BadInput, environment_fault
 from harness.evaluate import SelectedAuroc, evaluate, write_run_folder
 from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse
@@ -96,6 +96,9 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
     # an ablation row of its own rather than a replacement for the default run.
     if p.near_leaks:
         config["data"]["near_leaks"] = dict(p.near_leaks)
+    # what `score` checks new stamps against: the bands the model reads and the training set's scale
+    config["data"]["bands"] = set_bands(p.easy)
+    config["data"]["pixel_scale"] = p.easy.meta.get("pixel_scale")
     defaults = get_method(name).hparams
     if over := {k: v for k, v in opts.hp_overrides.get(name, {}).items() if defaults.get(k) != v}:
         config["hp_overrides"] = over

@@ -22,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.data import imageset
+from harness.data.bands import check_bands
 from harness.data.features import feature_matrix
 from harness.data.preprocess import normalise_torch, prepare
-from harness.domains import model_input, verified_set
+from harness.domains import model_input, set_bands, verified_set
 from harness.errors import BadInput
 from harness.models import LensFinder
 from harness.store import Store
@@ -60,23 +61,34 @@ def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFin
         model.load_state_dict(state)
     except RuntimeError:
         raise BadInput(f"{path}: weights do not match the run's recorded model") from None
-    info = {"features": features if model.use_catalog else [], "bands": int(first_conv.shape[1]),
+    bands = cfg["data"].get("bands")   # names, where the run recorded them; else the weights' count
+    info = {"features": features if model.use_catalog else [],
+            "bands": bands if isinstance(bands, list) else int(first_conv.shape[1]),
+            "pixel_scale": cfg["data"].get("pixel_scale"),
             "size": int(cfg["preset"]["data"]["image_size"]), "run": run_id, "method": row["method"],
             "seed": int(row["seed"]), "code_version": row["code_version"], "weights": "final",
             "task": row["task"], "fov": cfg["data"].get("fov")}
     return model.to(device).eval(), info
 
 
-def _check(s: imageset.ImageSet, info: dict) -> None:
-    _, c, h, w = s.images.shape
-    if c != info["bands"]:
-        raise BadInput(f"{s.root}: images have {c} band{'s' * (c != 1)} but run {info['run']}'s model takes "
-                       f"{info['bands']}")
+def _check(s: imageset.ImageSet, info: dict, log) -> None:
+    """Refuse what the model cannot read; warn where it reads the stamps differently from its training."""
+    where, run, size = s.root or s.name, info["run"], info["size"]
+    check_bands(f"run {run}'s model", info["bands"], f"{where}", set_bands(s),
+                "; score stamps of the bands the model was trained on")
     if (task_of(s.meta) == "substructure") != (info["task"] == "substructure"):   # lens sets score alike
-        raise BadInput(f"{s.root}: a {task_of(s.meta)} set, but run {info['run']} is a {info['task']} model")
-    if min(h, w) < info["size"] and not get_task(info["task"]).resample:
-        raise BadInput(f"{s.root}: {h}x{w} stamps are smaller than the model input "
-                       f"{info['size']}x{info['size']} of run {info['run']}")
+        raise BadInput(f"{where}: a {task_of(s.meta)} set, but run {run} is a {info['task']} model")
+    if get_task(info["task"]).resample:   # resampled onto the run's field: pixel size is taken care of
+        return
+    h, w = s.images.shape[-2:]
+    if min(h, w) < size:
+        log(f"warning: {where}: {h}x{w} stamps are padded to the model input {size}x{size} (as `run` pads "
+            "a set of small stamps)")
+    ps, trained = s.meta.get("pixel_scale"), info.get("pixel_scale")
+    if isinstance(ps, (int, float)) and isinstance(trained, (int, float)) and abs(ps / trained - 1) > 0.05:
+        log(f"warning: {where}: {ps:g}\"/px stamps, but run {run} trained on {trained:g}\"/px; lens finding "
+            f"centre-crops without resampling, so the model sees {size * ps:.1f}\" where it learned "
+            f"{size * trained:.1f}\"")
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -92,7 +104,7 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, chunk: int = 4096,
               batch: int = 512) -> pd.DataFrame:
     """Scores of every image of `s`, streamed `chunk` images at a time."""
-    _check(s, info)
+    _check(s, info, rt.log)
     n = len(s)
     if missing := [c for c in info["features"] if c not in s.catalog.columns]:
         raise BadInput(f"{s.root or s.name}: run {info['run']} reads catalog columns this set lacks "
@@ -108,7 +120,7 @@ def score_set(model: LensFinder, s: imageset.ImageSet, info: dict, rt: Runtime, 
         # what the model sees (the centre crop, or the resampled field), before the stretch, which would
         # hide NaNs: a stamp with any is refused, as `run` refuses them, on either path
         raw = model_input(s, task, info["size"], info["fov"], slice(lo, lo + chunk), stretch=False)
-        if on_device:
+        if on_device and raw.shape[-2:] == (info["size"],) * 2:   # small stamps: stretched, then padded
             x = _tensor(raw).to(rt.device, non_blocking=True)
             finite = bool(torch.isfinite(x).all())   # the batches below read back to the host anyway
             x = normalise_torch(x)

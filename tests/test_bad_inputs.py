@@ -78,6 +78,17 @@ def card_with_negative_seeing(tmp: Path) -> list[str]:
     return _gen(_card(tmp, lambda d: d["instrument"]["band"]["r"].update(fwhm=-0.5)))
 
 
+@case("'population.lens_fraction' must be above 0 and below 1")
+def card_with_no_lenses(tmp: Path) -> list[str]:
+    return _gen(_card(tmp, lambda d: d["population"].update(lens_fraction=0.0), base="hard"))
+
+
+@case("'instrument.coadd_years' = 1 is out of range [2, 6]")
+def euclid_card_with_one_year_of_coadd(tmp: Path) -> list[str]:
+    # lenstronomy's Euclid configuration knows 2 to 6 years: refused on load, not deep in generation
+    return _gen(_card(tmp, lambda d: d["instrument"].update(coadd_years=1), base="substructure-b"))
+
+
 @case("'population.lens_fraction' = 1.5 is out of range")
 def card_with_a_fraction_above_one(tmp: Path) -> list[str]:
     return _gen(_card(tmp, lambda d: d["population"].update(lens_fraction=1.5)))
@@ -459,6 +470,19 @@ def _bologna_sets(tmp: Path) -> tuple[Path, Path]:
 def _run_on(easy: Path, hard: Path, *extra: str) -> list[str]:
     return ["run", "--method", "source_only", "--preset", "smoke", "--easy", str(easy), "--hard", str(hard),
             "--device", "cpu", "--quiet", *extra]
+
+
+def _riz(d: dict) -> None:
+    """The hard card seen through r, i, z: g's settings kept for z (only the names matter here)."""
+    d["instrument"]["bands"] = ["r", "i", "z"]
+    d["instrument"]["band"]["z"] = d["instrument"]["band"].pop("g")
+
+
+@case("has bands g, r, i but hard")
+def target_card_of_other_bands(tmp: Path) -> list[str]:
+    # channels are matched by position: g would meet r; refused before either set is generated
+    return ["run", "--method", "source_only", "--preset", "smoke", "--hard", str(_card(tmp, _riz, "hard")),
+            "--device", "cpu", "--quiet"]
 
 
 @case("--allow-column nope: not an observable catalog column")

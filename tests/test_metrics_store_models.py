@@ -35,7 +35,8 @@ def test_tpr_at_false_positives_by_hand() -> None:
     assert tpr_at_false_positives(y, s, 0) == pytest.approx(1 / 4)   # only 0.95 beats the top negative
     assert tpr_at_false_positives(y, s, 1) == pytest.approx(3 / 4)   # beat 0.5
     assert tpr_at_false_positives(y, s, 2) == pytest.approx(4 / 4)   # beat 0.1
-    assert tpr_at_false_positives(y, s, 10) == 1.0                    # fewer than 11 negatives
+    assert np.isnan(tpr_at_false_positives(y, s, 10))   # fewer than 11 negatives: 1 for any scores
+    assert np.isnan(tpr_at_false_positives(y, np.zeros_like(s), 10))
 
 
 def test_validators_prefer_confident_diverse_predictions() -> None:

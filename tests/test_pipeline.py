@@ -156,7 +156,8 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
     from harness.pipeline import run_config
     from harness.registry import get_method
 
-    s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp")
+    s = SimpleNamespace(meta={"shift": 1.0, "bands": ["g", "r", "i"], "pixel_scale": 0.168}, fingerprint="fp",
+                        images=np.zeros((1, 3, 4, 4), np.float32))
     p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
     opts = lambda over: SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides=over)
     default_lr = get_method("dann").hparams["lr"]
@@ -167,6 +168,8 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
     assert "hp_overrides" not in plain and same == plain and same_key == key
     assert other["hp_overrides"] == {"lr": 0.5, "steps": 3} and hp["lr"] == 0.5
     del other["hp_overrides"]
+    # what `score` checks new stamps against is recorded outside the key too
+    assert other["data"].pop("bands") == ["g", "r", "i"] and other["data"].pop("pixel_scale") == 0.168
     assert other_key != key and other_key == stable_hash("run", "dann", 0, other)   # the same formula
 
 
@@ -197,7 +200,7 @@ def test_near_leak_columns_are_recorded_outside_the_key() -> None:
     from harness.config import get_preset, stable_hash
     from harness.pipeline import run_config
 
-    s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp")
+    s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp", images=np.zeros((1, 3, 4, 4), np.float32))
     opts = SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides={})
     plain = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
     near = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={"a": 0.97})
@@ -205,4 +208,5 @@ def test_near_leak_columns_are_recorded_outside_the_key() -> None:
     _, c1, k1 = run_config("dann", 0, near, opts)
     assert "near_leaks" not in c0["data"] and c1["data"]["near_leaks"] == {"a": 0.97} and k0 == k1
     del c1["data"]["near_leaks"]
+    assert c1["data"].pop("bands") == 3 and c1["data"].pop("pixel_scale") is None   # no names: a count
     assert k1 == stable_hash("run", "dann", 0, c1)

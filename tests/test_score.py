@@ -1,5 +1,6 @@
 """`score`: a stored run's model applied to new cutouts gives the run's own test scores back, streams
-in chunks, reads real layouts through the importers, and refuses wrong bands, sizes and runs."""
+in chunks, reads real layouts through the importers, refuses wrong bands and runs, and warns where stamps
+are smaller than the model input or of another pixel scale."""
 
 from __future__ import annotations
 
@@ -34,19 +35,19 @@ def test_score_reproduces_the_runs_test_scores_in_small_chunks(smoke_root: Path,
     assert np.allclose(got["score"].to_numpy()[test["index"].to_numpy()], test["score"].to_numpy(), atol=1e-4)
 
 
-def test_score_refuses_wrong_bands_small_stamps_and_unknown_runs(smoke_root: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_score_refuses_wrong_bands_and_unknown_runs(smoke_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
     run_id, hard, _ = _run_and_set(smoke_root)
     s = imageset.load(hard)
     nan = np.array(s.images[:40])
     nan[37, 1, 30, 30] = np.nan   # in the second chunk of 20, where the model looks
-    cases = (("two-band", np.asarray(s.images[:8, :2]), "have 2 bands but"),
-             ("small", np.asarray(s.images[:8, :, :32, :32]), "smaller than the model input"),
-             ("nan", nan, "1 image(s) hold NaN or infinite pixels"))
-    for name, images, needle in cases:
+    cases = (("two-band", np.asarray(s.images[:8, :2]), {}, "has 3 bands (g, r, i) but"),
+             ("riz", np.asarray(s.images[:8]), {"bands": ["r", "i", "z"]}, "has r, i, z (other bands)"),
+             ("nan", nan, {}, "1 image(s) hold NaN or infinite pixels"))
+    for name, images, meta, needle in cases:
         cat = s.catalog.iloc[:len(images)].reset_index(drop=True)
         bad = imageset.save(imageset.ImageSet(images=images, catalog=cat, labels=s.labels[:len(images)],
-                                              meta={"name": name}), tmp_path / name)
+                                              meta={"name": name, **meta}), tmp_path / name)
         out = tmp_path / f"{name}.parquet"
         assert main(["score", "--run", run_id, "--set", str(bad), "--out", str(out), "--chunk", "20",
                      "--store", str(smoke_root / "s.db"), "--quiet", "--device", "cpu"]) == 2
@@ -54,6 +55,41 @@ def test_score_refuses_wrong_bands_small_stamps_and_unknown_runs(smoke_root: Pat
     assert main(["score", "--run", "nope", "--set", str(hard), "--out", str(tmp_path / "x.parquet"),
                  "--store", str(smoke_root / "s.db"), "--quiet"]) == 2
     assert "no such run" in capsys.readouterr().err
+
+
+def test_small_or_coarse_stamps_score_as_run_prepares_them_with_a_warning(
+        smoke_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Stamps smaller than the model input are stretched on their own pixels and padded, as `run` prepares
+    a set of such stamps (so a run on 40-pixel stamps can score them); stamps of another pixel scale are
+    scored (lens finding crops, it does not resample) with a warning naming both fields."""
+    import torch
+
+    from harness.domains import model_input
+    from harness.score import load_model
+    from harness.tasks import get_task
+
+    run_id, hard, _ = _run_and_set(smoke_root)
+    s = imageset.load(hard)
+    cases = (("small", np.asarray(s.images[:8, :, :40, :40]), {}, "40x40 stamps are padded to the model"),
+             ("coarse", np.asarray(s.images[:8]), {"pixel_scale": 0.5}, "model sees 32.0\" where it learned"))
+    for name, images, meta, needle in cases:
+        cat = s.catalog.iloc[:8].reset_index(drop=True)
+        folder = imageset.save(imageset.ImageSet(images=images, catalog=cat, labels=s.labels[:8],
+                                                 meta={**s.meta, "name": name, **meta}), tmp_path / name)
+        out = tmp_path / f"{name}.parquet"
+        assert main(["score", "--run", run_id, "--set", str(folder), "--out", str(out), "--quiet",
+                     "--store", str(smoke_root / "s.db"), "--device", "cpu"]) == 0
+        err = capsys.readouterr().err
+        assert needle in err and err.startswith("warning: "), err
+    model, info = load_model(Store(smoke_root / "s.db"), run_id, torch.device("cpu"))
+    small = imageset.load(tmp_path / "small")
+    x = torch.from_numpy(model_input(small, get_task("lens-finding"), 64, None))
+    from harness.data.features import feature_matrix
+
+    feats, _ = feature_matrix(small.catalog, small.labels, info["features"], check=False)
+    with torch.no_grad():
+        want = model(x, torch.from_numpy(feats)).softmax(1)[:, 1].numpy()
+    assert np.allclose(pd.read_parquet(tmp_path / "small.parquet")["score"], want, atol=1e-5)
 
 
 def test_score_reads_a_real_layout_through_the_importers(smoke_root: Path, tmp_path: Path,

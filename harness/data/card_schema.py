@@ -143,7 +143,7 @@ NOISE_SCHEMA: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
     "gaussian-poisson": {"instrument.background_rms": (_NUM, 0.0, 1e6),
                          "instrument.exptime_log10": ("range", -3.0, 8.0),
                          "population.source.amp": (_NUM, 0.0, 1e9)},
-    "euclid-vis": {"instrument.coadd_years": (int, 1, 6),
+    "euclid-vis": {"instrument.coadd_years": (int, 2, 6),   # lenstronomy's Euclid config: 2-6 years
                    "population.source.magnitude": ("range", 10.0, 35.0)},
     "hst-wfc3-f160w": {"population.source.magnitude": ("range", 10.0, 35.0)},
 }
@@ -189,6 +189,9 @@ def validate(data: dict, path: Path) -> None:
                 raise BadInput(f"{path}: unknown key 'instrument.detector.{k}' "
                                f"(known: {', '.join(DETECTOR_SCHEMA)})")
             _check(v, *DETECTOR_SCHEMA[k], f"instrument.detector.{k}", path)
+    if not 0 < data["population"]["lens_fraction"] < 1:   # every split needs both classes
+        raise BadInput(f"{path}: key 'population.lens_fraction' must be above 0 and below 1 (both lenses "
+                       f"and non-lenses), got {data['population']['lens_fraction']}")
     sp = _get(data, "splits", path)
     if not isinstance(sp, dict):
         raise BadInput(f"{path}: key 'splits' must be a mapping")

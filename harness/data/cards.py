@@ -153,7 +153,10 @@ def _resolve_shift(data: dict, path: Path, cards_dir: Path, depth: int) -> dict:
         raise BadInput(f"{path}: key 'shift' must be a number in [0, 1], got {t!r}")
     base = _load_data(data["base"], cards_dir, depth + 1, path.parent)
     target = _load_data(data["target"], cards_dir, depth + 1, path.parent)
-    return _interpolate(base, target, float(t), "", path)
+    out = _interpolate(base, target, float(t), "", path)
+    if set(base["splits"]) != set(target["splits"]):   # a source and a target end: every rung has the
+        out["splits"] = dict(target["splits"])           # target's role (easy -> hard at 0.2 is a target)
+    return out
 
 
 def _resolve_derived(data: dict, path: Path, cards_dir: Path, depth: int) -> dict:
@@ -209,8 +212,9 @@ def load_card(spec: str | Path, cards_dir: Path = CARDS_DIR) -> Card:
     if "shift" in raw or "set" in raw:  # a self-contained copy: the recipe as comments, then the numbers
         head = "".join(f"# {line}\n" for line in text.splitlines())
         text = f"# resolved from the card {path}:\n{head}" + yaml.safe_dump(data, sort_keys=False)
-    if "shift" in raw:
-        shift = float(raw["shift"])
+    if "shift" in raw:   # the position on the easy (0) -> hard (1) axis, only where the ends are those two
+        t, ends = float(raw["shift"]), (str(raw.get("base")), str(raw.get("target")))
+        shift = t if ends == ("easy", "hard") else 1.0 - t if ends == ("hard", "easy") else None
     else:
         shift = {"easy": 0.0, "hard": 1.0}.get(str(spec)) if str(spec) in SHIPPED else None
     return Card(name=name, data=data, text=text, fingerprint=fingerprint(data), shift=shift)

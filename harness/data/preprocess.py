@@ -111,9 +111,19 @@ def minmax(images: np.ndarray) -> np.ndarray:
     return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
 
 
+def crop_to(images: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop each side longer than `size` to `size`; shorter sides are left as they are."""
+    h, w = images.shape[-2:]
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return images[..., y0:y0 + min(h, size), x0:x0 + min(w, size)]
+
+
 def prepare(images: np.ndarray, size: int, stretch: str = "asinh") -> np.ndarray:
-    """What the models see: cropped/padded to `size`, stretched, float32, finite."""
+    """What the models see: cropped to `size`, stretched, then padded to `size` where the stamps are
+    smaller (so the stretch measures each stamp's own pixels, not the padding; the padding's 0 is the
+    stretched sky level, or the stamp's minimum under min-max), float32, finite."""
     if images.ndim != 4:
         raise BadInput(f"images must be (N, C, H, W), got shape {images.shape}")
-    x = crop_or_pad(images, size)
-    return minmax(x) if stretch == "minmax" else normalise(x)
+    x = crop_to(images, size)
+    x = minmax(x) if stretch == "minmax" else normalise(x)
+    return x if x.shape[-2:] == (size, size) else crop_or_pad(x, size)

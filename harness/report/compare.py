@@ -174,8 +174,12 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     gap = group["gap_significant"].any()
     oracle = roles.reference(group, roles.ORACLE)
     if oracle is not None:
-        parts.append(f"the {base['method']}→{oracle['method']} gap is "
-                     + ("significant" if gap else "not significant, so gap closed is not shown"))
+        below = float(oracle.get("delta_base.high", np.nan)) < 0
+        parts.append(f"the {base['method']}→{oracle['method']} gap is " + (
+            "significant" if gap else
+            f"negative ({oracle['delta_base']:+.3f} [{oracle['delta_base.low']:+.3f}, "
+            f"{oracle['delta_base.high']:+.3f}]): the oracle is below the baseline, so it is no ceiling"
+            if below else "not significant, so gap closed is not shown"))
     return "; ".join(parts + notes) + "."
 
 

@@ -119,3 +119,16 @@ def test_normalise_on_torch_equals_the_numpy_stretch(shape: tuple) -> None:
     want = normalise(x)
     got = normalise_torch(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_small_stamps_are_stretched_on_their_own_pixels_then_padded() -> None:
+    """The padding must not enter the stretch: zero padding over half a stamp would make its median
+    absolute deviation 0 and fall back to a whole-stamp std that the padding shrinks."""
+    rng = np.random.default_rng(3)
+    stamps = (rng.normal(5.0, 2.0, (4, 3, 40, 40))).astype(np.float32)
+    got = prepare(stamps, 64)
+    assert got.shape == (4, 3, 64, 64)
+    np.testing.assert_array_equal(got[..., 12:52, 12:52], normalise(stamps))
+    assert (got[..., :12, :] == 0).all() and (got[..., 52:, :] == 0).all()
+    wide = rng.normal(0.0, 1.0, (2, 1, 40, 90)).astype(np.float32)   # one side longer, one shorter
+    np.testing.assert_array_equal(prepare(wide, 64)[..., 12:52, :], normalise(wide[..., 13:77]))

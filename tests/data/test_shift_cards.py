@@ -114,3 +114,17 @@ def test_suite_resolves_names_lists_and_image_only(tmp_path: Path) -> None:
     bad = _write(tmp_path, {"s": {"cards": ["hard"], "image_only": ["camera"]}}, "suites.yaml")
     with pytest.raises(BadInput, match="image_only card 'camera' is not in its cards"):
         resolve("s", path=bad)
+
+
+def test_shift_cards_sit_on_the_easy_hard_axis_only_between_easy_and_hard(tmp_path: Path) -> None:
+    """The recorded shift is the position on easy (0) -> hard (1): reversed ends give 1 - shift, other
+    ends none; a rung between the source and the target card is a target card even near easy."""
+    def shift_card(name: str, base: str, target: str, t: float):
+        return load_card(_write(tmp_path, {"name": name, "base": base, "target": target, "shift": t},
+                                f"{name}.yaml"))
+
+    near_easy = shift_card("a", "easy", "hard", 0.2)
+    assert near_easy.shift == 0.2 and set(near_easy.data["splits"]) == set(load_card("hard").data["splits"])
+    back = shift_card("b", "hard", "easy", 0.7)
+    assert back.shift == pytest.approx(0.3) and "val_frac" in back.data["splits"]
+    assert shift_card("c", "hard", "camera", 0.5).shift is None

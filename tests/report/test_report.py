@@ -498,6 +498,25 @@ def test_a_longer_oracle_tests_the_ceiling(tmp_path, longer, ceiling):
         assert d["delta_oracle.low"] > 0 and "more steps raise it, so it is not yet a ceiling" in line
 
 
+def test_an_oracle_below_the_baseline_is_called_no_ceiling(tmp_path):
+    """An oracle significantly worse than the baseline is not merely a "not significant" gap."""
+    store = Store(tmp_path / "h.db")
+    rng = np.random.default_rng(7)
+    y = _labels(rng)
+    for seed in range(3):
+        for method, a in (("source_only", 0.8), ("dann", 0.8), ("oracle", 0.6)):
+            rid = _record(store, method, seed, a)
+            store.run_dir(rid).mkdir()
+            _predictions(rng, a, labels=y).to_parquet(store.run_dir(rid) / "predictions.parquet")
+    s = summarise(load(store.path))
+    from harness.report.compare import verdict
+
+    line = verdict(s, "t")
+    assert s.set_index("method").loc["oracle", "delta_base.high"] < 0
+    assert "the source_only→oracle gap is negative (-0." in line and "so it is no ceiling" in line
+    assert "not significant" not in line
+
+
 def test_near_leak_columns_are_named_in_the_verdict(tmp_path):
     """Columns that passed the leak guard only just (recorded by the run) are named in the card's verdict."""
     store = Store(tmp_path / "h.db")
