@@ -25,6 +25,7 @@ class Task:
     fov: float | None = None      # a fixed field (arcsec) to resample to; None: the domains' common field
     source_init: str = "ssl"      # where the finder's image branch starts: "ssl" (easy encoder) | "scratch"
     anchor: str = ""              # published numbers to print beside the results (never compared to)
+    anchor_cards: tuple = ()      # the target cards those numbers are about (empty: every card)
     classes: tuple = ("non-lens", "lens")
     # preset name -> section -> changed fields: the task's data sizes and training budgets
     overrides: dict = field(default_factory=dict)
@@ -53,6 +54,7 @@ TASKS: dict[str, Task] = {
                 "equivariant encoder: source-only 0.8558, "
                 "ADDA 0.9798, source→source 0.9964 (macro AUROC). Their ADDA was selected on the target test "
                 "split; the harness never selects on it."),
+        anchor_cards=("substructure-b",),   # Model II; not Model III, nor a card derived from either
         # the seed solution's classifier (ResNet50 trunk, BatchNorm, dropout, dense, softmax) on GPU
         # presets; smaller backbones for the CPU presets (`--backbone equivariant` as Tidball et al.)
         overrides={"smoke": {"data": {"n_easy": 240, "n_hard": 320}},

@@ -37,4 +37,7 @@ def anchor(group: pd.DataFrame) -> str:
 
     tasks = set(group["task"]) if "task" in group else set()
     t = TASKS.get(next(iter(tasks))) if len(tasks) == 1 else None
-    return f"Anchor: {t.anchor}" if t is not None and t.anchor else ""
+    if t is None or not t.anchor:
+        return ""
+    cards = {str(c).split(" ")[0] for c in group.get("card", [])}   # the card, without setup or source tags
+    return f"Anchor: {t.anchor}" if not t.anchor_cards or cards <= set(t.anchor_cards) else ""

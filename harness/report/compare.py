@@ -151,7 +151,7 @@ def verdict(group: pd.DataFrame, title: str) -> str:
     ssl_real = set(group.get("task", [])) == {"ssl-real"}   # its arms all use the fold labels
     un = group[(group["role"] == roles.METHOD) if ssl_real else roles.unsupervised(group)]
     kind = "SSL arms" if ssl_real else "unsupervised methods"
-    notes = _ceiling(group) + _near_leaks(group)
+    notes = _ceiling(group) + _near_leaks(group) + _prior_off(group)
     if base is None:
         return "; ".join([f"{title}: no baseline run, so no verdict", *notes]) + "."
     tested = un[np.isfinite(un["delta_base.low"])]
@@ -181,6 +181,19 @@ def verdict(group: pd.DataFrame, title: str) -> str:
             f"{oracle['delta_base.high']:+.3f}]): the oracle is below the baseline, so it is no ceiling"
             if below else "not significant, so gap closed is not shown"))
     return "; ".join(parts + notes) + "."
+
+
+def _prior_off(group: pd.DataFrame, tolerance: float = 0.1) -> list[str]:
+    """BBSE's estimate of the pool's lens share against the card's declared one, where they are far apart:
+    label-shift corrections (IWDAN's weights) and the IM warning act on the estimate, never the truth."""
+    est, decl = group.get("hard_pool.prior_bbse_lens"), group.get("hard_pool.prior_declared_lens")
+    if est is None or decl is None or not (np.isfinite(est).any() and np.isfinite(decl).any()):
+        return []
+    e, d = float(np.nanmean(est)), float(np.nanmean(decl))
+    if abs(e - d) <= tolerance:
+        return []
+    return [(f"BBSE estimates the pool's lens share at {e:.2f} where the card declares {d:.2f} (label-shift "
+             "corrections such as IWDAN's weights use the estimate)")]
 
 
 def _near_leaks(group: pd.DataFrame) -> list[str]:

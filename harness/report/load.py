@@ -56,14 +56,28 @@ def _get(cfg: dict, *path: str) -> object:
     return cfg
 
 
-def _card(cfg: dict) -> str:
-    """The target card or set a run used (its name, without folder or .yaml), "" when unknown;
-    marked "(image-only)" for runs without catalog features, which form their own comparison."""
+def _card(cfg: dict, task: str) -> str:
+    """The target card or set a run used (its name, without folder or .yaml), "" when unknown; with
+    "from <source>" where the source is not the task's own, and "(image-only)" for runs without catalog
+    features: each is a comparison of its own."""
+    from harness.tasks import TASKS
+
     hard = _get(cfg, "data", "hard")
     if not hard:
         return ""
+    easy = _set_name(_get(cfg, "data", "easy") or "")
+    other = f" from {easy}" if easy and task in TASKS and easy != TASKS[task].easy else ""
     image_only = _get(cfg, "preset", "source", "use_catalog") is False
-    return Path(str(hard)).stem + (" (image-only)" if image_only else "")
+    return _set_name(hard) + other + (" (image-only)" if image_only else "")
+
+
+def _set_name(spec: object) -> str:
+    """A card by its name (`hard`, `cards/hard.yaml` -> hard); an image-set folder by its last two parts
+    (`datasets/bologna/hard` -> bologna/hard), so an imported `hard` is not taken for the card."""
+    p = Path(str(spec))
+    if not str(spec) or p.suffix in (".yaml", ".yml") or len(p.parts) < 2:
+        return p.stem
+    return "/".join(p.parts[-2:])
 
 
 UNKNOWN_SHIFT = -1.0   # a card off the easy -> hard ladder (e.g. hard-clean, camera, an imported set)
@@ -158,7 +172,7 @@ def load(store_path: Path | str, task: str | None = None, preset: str | None = N
             runs[col] = default
     cfgs = [_config(c) for c in runs["config"]]
     runs["shift"] = [_shift(c) for c in cfgs]
-    runs["card"] = [_card(c) for c in cfgs]
+    runs["card"] = [_card(c, t) for c, t in zip(cfgs, runs["task"])]
     runs["card"], runs["setup"] = _split_setups(runs, cfgs)
     runs["overrides"] = [_as_json(c.get("hp_overrides")) for c in cfgs]
     runs["source_steps"] = [_source_steps(c) for c in cfgs]

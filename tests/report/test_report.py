@@ -46,7 +46,7 @@ ROLES = {"source_only": "baseline", "oracle": "oracle"}
 
 def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="lens-finding", preset="smoke",
             shift=0.0, status="ok", seconds=10.0, role: str | None = None, oracle: bool | None = None,
-            labels: bool | None = None, config: dict | None = None, tag: str = "") -> str:
+            labels: bool | None = None, config: dict | None = None, tag: str = "", extra: tuple = ()) -> str:
     """One run as the pipeline writes it; role and flags default to those of the shipped method `method`."""
     role = ROLES.get(method, "method") if role is None else role
     oracle = role == "oracle" if oracle is None else oracle
@@ -65,7 +65,7 @@ def _record(store: Store, method: str, seed: int, auroc: float | None, *, task="
         Metric("hard_test", "auroc_sel_validator", auroc - 0.01),
         Metric("hard_test", "auroc_sel_labelled", auroc - 0.005),
         Metric("easy_val", "auroc", 0.99, 0.98, 1.0),
-        Metric("hard_pool", "im", 0.5),
+        Metric("hard_pool", "im", 0.5), *extra,
     ]
     if task == "substructure" and auroc is not None:
         metrics += [*(Metric("hard_test", f"auroc_{c}", auroc + d)
@@ -532,6 +532,34 @@ def test_near_leak_columns_are_named_in_the_verdict(tmp_path):
     assert "nearly separate the labels" in text and "mag_r 0.971, flux 0.960" in text
 
 
+@pytest.mark.parametrize("estimate, said", [(0.17, True), (0.85, False)])
+def test_a_bbse_prior_far_from_the_cards_is_named_in_the_verdict(tmp_path, estimate, said):
+    store = Store(tmp_path / "h.db")
+    prior = (Metric("hard_pool", "prior_bbse_lens", estimate),
+             Metric("hard_pool", "prior_declared_lens", 0.9))
+    for seed in range(2):
+        _record(store, "source_only", seed, 0.7, extra=prior)
+        _record(store, "dann", seed, 0.8, extra=prior)
+    from harness.report.compare import verdict
+
+    text = verdict(summarise(load(store.path)), "t")
+    assert ("BBSE estimates the pool's lens share at 0.17 where the card declares 0.90" in text) == said
+    assert said or "BBSE" not in text
+
+
+def test_a_card_names_its_source_when_not_the_tasks_and_folders_by_their_last_two_parts(tmp_path):
+    """A hard card adapted from another source is a comparison of its own, titled with that source; an
+    imported folder named `hard` is not taken for the `hard` card."""
+    store = Store(tmp_path / "h.db")
+    for easy, hard, tag in (("easy", "hard", ""), ("/x/cards/easy-seeing.yaml", "hard", "-s"),
+                            ("datasets/bologna/easy", "datasets/bologna/hard", "-b")):
+        for method, a in (("source_only", 0.7), ("dann", 0.75)):
+            cfg = {"data": {"easy": easy, "hard": hard, "shift": None}}
+            _record(store, method, 0, a, config=cfg, tag=tag)
+    cards = set(summarise(load(store.path))["card"])
+    assert cards == {"hard", "hard from easy-seeing", "bologna/hard from bologna/easy"}
+
+
 def test_report_on_a_card_run_with_and_without_its_catalog_by_the_baseline_alone(tmp_path):
     """The image-only variant is a card of its own; with only baseline runs, the suite figure has no rows
     to draw, and the report is written without it (it used to fail in the heatmap)."""
@@ -745,3 +773,16 @@ def test_html_renders_in_chromium(report, chromium, tmp_path):
     assert '<table class="results">' in dom
     assert "dann" in dom and "oracle †" in dom and "2 seeds (1 failed)" in dom
     assert dom.count("<img") >= 6
+
+
+def test_the_published_anchor_is_printed_only_beside_the_card_it_is_about():
+    """Tidball et al.'s numbers are Model A→B: printed under Model II (substructure-b), not Model III."""
+    from harness.report.classes import anchor
+
+    def group(card: str) -> pd.DataFrame:
+        return pd.DataFrame({"task": ["substructure"], "card": [card]})
+
+    assert anchor(group("substructure-b")).startswith("Anchor: published, not re-measured here: Tidball")
+    assert anchor(group("substructure-b [source.backbone=cnn4]")).startswith("Anchor:")
+    assert anchor(group("substructure-c")) == "" and anchor(group("sub-b-shallow")) == ""
+    assert anchor(pd.DataFrame({"task": ["ssl-real"], "card": ["hst-lenses"]})).startswith("Anchor:")
