@@ -21,7 +21,7 @@ import torch
 from harness.api import DomainData
 from harness.config import Preset, stable_hash
 from harness.data import imageset
-from harness.data.bands import check_bands
+from harness.data.bands import BANDS_HINT, check_bands, declared_bands, set_bands
 from harness.data.features import feature_matrix, observable_columns
 from harness.data.preprocess import crop_to, prepare, resample
 from harness.errors import BadInput
@@ -150,9 +150,6 @@ def _device_data(s: imageset.ImageSet, idx: np.ndarray, x: np.ndarray, feats: np
     return DomainData(images, cat, labels, name)
 
 
-BANDS_HINT = "; give --easy and --hard sets of the same bands, in the same order"
-
-
 def _check_card_roles(easy: str, hard: str) -> None:
     """A source card declares a validation share, a target card its labelled and test shares: swapping
     them is refused before anything is generated (folders are checked for their splits when loaded)."""
@@ -174,21 +171,6 @@ def _check_distinct(easy_spec: str, hard_spec: str, easy: imageset.ImageSet, har
                     or (easy.fingerprint and set_identity(easy)[:3] == set_identity(hard)[:3])):
         raise BadInput(f"--easy {easy_spec} and --hard {hard_spec} are the same image set: the source model "
                        "would train on the hard test images; give two different sets")
-
-
-def set_bands(s: imageset.ImageSet) -> list[str] | int:
-    """A set's band names, or its channel count where its meta.json names none."""
-    names = s.meta.get("bands")
-    return list(names) if isinstance(names, list) and len(names) == s.images.shape[1] else s.images.shape[1]
-
-
-def declared_bands(spec: str) -> list[str] | int:
-    """The bands a card or an image-set folder declares, read before anything is generated."""
-    if Path(spec).is_dir():
-        return set_bands(imageset.load(spec))
-    from harness.data.cards import load_card
-
-    return load_card(spec).bands
 
 
 def declared_task(spec: str) -> str:
@@ -221,6 +203,21 @@ def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
     if task.resample and fov is not None:
         x = resample(x, _pixel_scale(s), fov, size)
     return prepare(x, size, task.stretch) if stretch else crop_to(x, size)
+
+
+def _warn_fields(easy: imageset.ImageSet, hard: imageset.ImageSet, size: int, log) -> None:
+    """Lens finding centre-crops both domains to `size` pixels without resampling (a pixel-scale change
+    is part of the shift): say so where the two fields differ by more than 1.5x."""
+    fields = []
+    for s in (easy, hard):
+        ps = s.meta.get("pixel_scale")
+        if not isinstance(ps, (int, float)) or ps <= 0:
+            return
+        fields.append((min(*s.images.shape[-2:], size) * ps, ps))
+    (fe, pe), (fh, ph) = fields
+    if max(fe, fh) > 1.5 * min(fe, fh):
+        log(f"warning: the model sees {fe:.1f}\" of each easy stamp but {fh:.1f}\" of each hard one "
+            f"({size}-pixel centre crops at {pe:g} and {ph:g}\"/px; lens finding does not resample)")
 
 
 def _pixel_scale(s: imageset.ImageSet) -> float:
@@ -277,6 +274,8 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     fh_all, _ = feature_matrix(hard.catalog, hard.labels, cols, check=False)
     size = d.image_size
     fov = (t.fov or common_fov(easy, hard)) if t.resample else None
+    if not t.resample:
+        _warn_fields(easy, hard, size, rt.log)
     xe, xh = model_input(easy, t, size, fov), model_input(hard, t, size, fov)
     dev = rt.device
     return Prepared(

@@ -30,7 +30,8 @@ from harness import __version__
 from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
-from harness.domains import Prepared, prepare_data, set_bands
+from harness.data.bands import set_bands
+from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput, environment_fault
 from harness.evaluate import SelectedAuroc, evaluate, write_run_folder
 from harness.label_shift import PriorEstimate, assumes_balance_warning, bbse

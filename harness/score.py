@@ -10,6 +10,7 @@ multi-class runs) and the provenance of the weights (run, method, seed, code ver
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.data import imageset
-from harness.data.bands import check_bands
+from harness.data.bands import check_bands, set_bands
 from harness.data.features import feature_matrix
 from harness.data.preprocess import normalise_torch, prepare
-from harness.domains import model_input, set_bands, verified_set
+from harness.domains import model_input, verified_set
 from harness.errors import BadInput
 from harness.models import LensFinder
 from harness.store import Store
@@ -181,12 +182,18 @@ def score(store_path: Path, run_id: str, out: Path, rt: Runtime, set_dir: Path |
     if set_dir is not None and pixel_scale is not None:
         raise BadInput("--pixel-scale is for --images (files without a header); an image set has its own")
     with tempfile.TemporaryDirectory(prefix=".score-", dir=out.parent) as scratch:
+        copy = str(Path(scratch) / "scored")   # the importer's copy: messages name the user's folder
+
+        def say(line: str) -> None:
+            if not line.startswith("imported "):   # "imported X -> <the temporary copy>"
+                rt.log(line.replace(copy, str(images_dir)))
+        mine = dataclasses.replace(rt, log=say)
         try:
-            sets = _sets(set_dir, images_dir, fmt, Path(scratch), rt, pixel_scale)
-            frames = [score_set(model, s, info, rt, chunk).assign(set=s.root.name if s.root else s.name)
+            sets = _sets(set_dir, images_dir, fmt, Path(scratch), mine, pixel_scale)
+            frames = [score_set(model, s, info, mine, chunk).assign(set=s.root.name if s.root else s.name)
                       for s in sets]
-        except BadInput as e:   # name the user's folder, not the temporary copy the importer made
-            raise BadInput(str(e).replace(str(Path(scratch) / "scored"), str(images_dir))) from None
+        except BadInput as e:
+            raise BadInput(str(e).replace(copy, str(images_dir))) from None
         tmp = Path(scratch) / "scores.parquet"
         pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
         os.replace(tmp, out)

@@ -210,3 +210,21 @@ def test_near_leak_columns_are_recorded_outside_the_key() -> None:
     del c1["data"]["near_leaks"]
     assert c1["data"].pop("bands") == 3 and c1["data"].pop("pixel_scale") is None   # no names: a count
     assert k1 == stable_hash("run", "dann", 0, c1)
+
+
+def test_very_different_fields_of_view_are_warned_about() -> None:
+    """Lens finding crops without resampling: a 200-pixel stamp at 0.04"/px shows the model 2.6" where
+    the source showed 10.8"; that is said (a camera-like 1.4x change is the shift itself, and is not)."""
+    from types import SimpleNamespace
+
+    from harness.domains import _warn_fields
+
+    def s(npix: int, ps: float) -> SimpleNamespace:
+        return SimpleNamespace(meta={"pixel_scale": ps}, images=np.zeros((1, 3, npix, npix), np.float32))
+
+    said: list[str] = []
+    _warn_fields(s(64, 0.168), s(90, 0.12), 64, said.append)
+    assert said == []
+    _warn_fields(s(64, 0.168), s(200, 0.04), 64, said.append)
+    assert len(said) == 1
+    assert said[0].startswith("warning: the model sees 10.8\" of each easy stamp but 2.6\" of each hard one")

@@ -118,6 +118,8 @@ def test_score_reads_a_real_layout_through_the_importers(smoke_root: Path, tmp_p
     survey, from_set = tmp_path / "survey.parquet", tmp_path / "from_set.parquet"
     assert main(["score", "--images", str(tmp_path / "survey"), "--format", "cutouts-npy",
                  "--pixel-scale", "0.2", "--out", str(survey), *args]) == 0
+    err = capsys.readouterr().err   # the warnings name the user's folder, never the temporary import
+    assert f"warning: {tmp_path / 'survey'}: 0.2\"/px stamps, but run" in err and ".score-" not in err
     assert main(["score", "--set", str(hard), "--out", str(from_set), *args]) == 0
     a = pd.read_parquet(survey).set_index("id")["score"]
     names = [("tile1/" if k % 2 else "") + f"c{k:02d}.npy" for k in range(12)]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
+from harness.data import imageset
 from harness.errors import BadInput
 
 _GENERIC = re.compile(r"x|c\d+")
+BANDS_HINT = "; give --easy and --hard sets of the same bands, in the same order"
 
 
 def is_generic(bands: Sequence[str]) -> bool:
@@ -37,3 +40,18 @@ def check_bands(a_what: str, a: Sequence[str] | int, b_what: str, b: Sequence[st
         how = "the same bands in another order" if sorted(a) == sorted(b) else "other bands"
         raise BadInput(f"{a_what} has bands {names[0]} but {b_what} has {names[1]} ({how}): channels are "
                        f"matched by position, so each would be read as another band{hint}")
+
+
+def set_bands(s: imageset.ImageSet) -> list[str] | int:
+    """A set's band names, or its channel count where its meta.json names none."""
+    names = s.meta.get("bands")
+    return list(names) if isinstance(names, list) and len(names) == s.images.shape[1] else s.images.shape[1]
+
+
+def declared_bands(spec: str) -> list[str] | int:
+    """The bands a card or an image-set folder declares, read before anything is generated."""
+    if Path(spec).is_dir():
+        return set_bands(imageset.load(spec))
+    from harness.data.cards import load_card
+
+    return load_card(spec).bands
