@@ -238,7 +238,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     # the task is checked before anything is generated
     t = check_task((d.easy, declared_task(d.easy)), (d.hard, declared_task(d.hard)), task)
     _check_card_roles(d.easy, d.hard)
-    check_bands(f"easy {d.easy}", declared_bands(d.easy), f"hard {d.hard}", declared_bands(d.hard),
+    check_bands(f"--easy {d.easy}", declared_bands(d.easy), f"--hard {d.hard}", declared_bands(d.hard),
                 BANDS_HINT)
     easy = load_domain(d.easy, d.n_easy, d.seed, datasets_dir, rt, d.workers)
     hard = load_domain(d.hard, d.n_hard, d.seed + 1, datasets_dir, rt, d.workers)
@@ -249,7 +249,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
         imageset.check_finite(s)
     tr, va = easy.split("train"), easy.split("val")
     pool, lab, test = hard.split("pool"), hard.split("labelled"), hard.split("test")
-    check_bands(f"easy {d.easy}", set_bands(easy), f"hard {d.hard}", set_bands(hard), BANDS_HINT)
+    check_bands(f"--easy {d.easy}", set_bands(easy), f"--hard {d.hard}", set_bands(hard), BANDS_HINT)
     # AUROC needs both classes in the evaluation splits too; only their class counts are read here
     for name, s, idx in (("easy train", easy, tr), ("easy val", easy, va), ("hard labelled", hard, lab),
                          ("hard test", hard, test)):

@@ -478,7 +478,7 @@ def _riz(d: dict) -> None:
     d["instrument"]["band"]["z"] = d["instrument"]["band"].pop("g")
 
 
-@case("has bands g, r, i but hard")
+@case("--easy easy has bands g, r, i but --hard")
 def target_card_of_other_bands(tmp: Path) -> list[str]:
     # channels are matched by position: g would meet r; refused before either set is generated
     return ["run", "--method", "source_only", "--preset", "smoke", "--hard", str(_card(tmp, _riz, "hard")),
