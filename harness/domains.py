@@ -245,7 +245,9 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     _check_distinct(d.easy, d.hard, easy, hard)
     for s, need in ((easy, ("train", "val")), (hard, ("pool", "labelled", "test"))):
         for k in need:
-            s.split(k)
+            if len(s.split(k)) == 0:
+                raise BadInput(f"{s.root or s.name}: its {k} split is empty (a domain needs images in "
+                               f"{', '.join(need)})")
         imageset.check_finite(s)
     tr, va = easy.split("train"), easy.split("val")
     pool, lab, test = hard.split("pool"), hard.split("labelled"), hard.split("test")

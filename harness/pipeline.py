@@ -99,7 +99,10 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
         config["data"]["near_leaks"] = dict(p.near_leaks)
     # what `score` checks new stamps against: the bands the model reads and the training set's scale
     config["data"]["bands"] = set_bands(p.easy)
-    config["data"]["pixel_scale"] = p.easy.meta.get("pixel_scale")
+    config["data"]["pixel_scale"] = ps = p.easy.meta.get("pixel_scale")
+    if isinstance(ps, (int, float)):   # the field of each easy stamp the model saw (crops, or resampled)
+        size = opts.preset.data.image_size
+        config["data"]["field"] = p.fov or min(*p.easy.images.shape[-2:], size) * ps
     defaults = get_method(name).hparams
     if over := {k: v for k, v in opts.hp_overrides.get(name, {}).items() if defaults.get(k) != v}:
         config["hp_overrides"] = over

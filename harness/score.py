@@ -65,7 +65,7 @@ def load_model(store: Store, run_id: str, device: torch.device) -> tuple[LensFin
     bands = cfg["data"].get("bands")   # names, where the run recorded them; else the weights' count
     info = {"features": features if model.use_catalog else [],
             "bands": bands if isinstance(bands, list) else int(first_conv.shape[1]),
-            "pixel_scale": cfg["data"].get("pixel_scale"),
+            "pixel_scale": cfg["data"].get("pixel_scale"), "field": cfg["data"].get("field"),
             "size": int(cfg["preset"]["data"]["image_size"]), "run": run_id, "method": row["method"],
             "seed": int(row["seed"]), "code_version": row["code_version"], "weights": "final",
             "task": row["task"], "fov": cfg["data"].get("fov")}
@@ -87,9 +87,10 @@ def _check(s: imageset.ImageSet, info: dict, log) -> None:
             "a set of small stamps)")
     ps, trained = s.meta.get("pixel_scale"), info.get("pixel_scale")
     if isinstance(ps, (int, float)) and isinstance(trained, (int, float)) and abs(ps / trained - 1) > 0.05:
+        learned = info.get("field") or size * trained   # runs before 2026-12-01 recorded no field
         log(f"warning: {where}: {ps:g}\"/px stamps, but run {run} trained on {trained:g}\"/px; lens finding "
-            f"centre-crops without resampling, so the model sees {size * ps:.1f}\" where it learned "
-            f"{size * trained:.1f}\"")
+            f"centre-crops without resampling, so the model sees {min(h, w, size) * ps:.1f}\" where it "
+            f"learned {learned:.1f}\"")
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

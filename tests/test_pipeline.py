@@ -170,6 +170,7 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
     del other["hp_overrides"]
     # what `score` checks new stamps against is recorded outside the key too
     assert other["data"].pop("bands") == ["g", "r", "i"] and other["data"].pop("pixel_scale") == 0.168
+    assert other["data"].pop("field") == pytest.approx(4 * 0.168)   # 4-pixel stamps, under the input size
     assert other_key != key and other_key == stable_hash("run", "dann", 0, other)   # the same formula
 
 

@@ -57,10 +57,12 @@ def check_leaks(catalog: pd.DataFrame, labels: np.ndarray, columns: list[str],
         if a > LEAK_WARN and near is not None:
             near[c] = max(a, near.get(c, 0.0))
         if a > threshold and c not in allow:
+            n = int((np.asarray(labels) >= 0).sum())
+            chance = "; with so few, it may be chance: --no-catalog trains on images alone" if n < 100 else ""
             raise BadInput(
-                f"leak guard: catalog column '{c}' alone separates the labels (AUROC {a:.3f} > {threshold}); "
-                "it cannot be a model input (name it in --allow-column if it is a genuine observable)"
-            )
+                f"leak guard: catalog column '{c}' alone separates the labels (AUROC {a:.3f} > {threshold} "
+                f"on {n} labelled images); it cannot be a model input (name it in --allow-column if it is a "
+                f"genuine observable){chance}")
         if a > LEAK_WARN and log is not None:
             why = ("allowed by --allow-column" if a > threshold
                    else f"above {LEAK_WARN}; check it is observable")

@@ -133,7 +133,7 @@ def load(path: Path | str, mmap: bool = True) -> ImageSet:
     except (ValueError, OSError, EOFError) as e:
         raise BadInput(f"{root / 'labels.npy'}: unreadable ({e})") from None
     try:
-        catalog = pd.read_csv(root / "catalog.csv")
+        catalog = pd.read_csv(root / "catalog.csv", dtype={"id": str})   # "1e1" and "007" are names
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise BadInput(f"{root / 'catalog.csv'}: unreadable ({e})") from None
     try:

@@ -48,6 +48,9 @@ def hard_splits(labels: np.ndarray, labelled_frac: float, test_frac: float,
             "test": test.astype(np.int64)}
 
 
+LABELLED_SHARE = 0.2   # the protocol's labelled share of a fully labelled target (DeepLense Test II's 20%)
+
+
 def target_splits(labels: np.ndarray, labelled_frac: float, test: np.ndarray | None, test_frac: float,
                   seed: int) -> dict[str, np.ndarray]:
     """Target splits of a fully labelled real set: its own `test` (e.g. a test/ folder) when given, else

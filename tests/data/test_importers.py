@@ -173,8 +173,12 @@ def test_leak_guard_warns_above_0_95_and_refuses_a_copy_of_the_label():
     y = rng.integers(0, 2, 400)
     cat = pd.DataFrame({"copy": y.astype(float), "strong": y + rng.normal(0, 0.38, 400),
                         "weak": y + rng.normal(0, 3, 400)})
-    with pytest.raises(BadInput, match="'copy' alone separates"):
+    many = (r"'copy' alone separates the labels \(AUROC 1.000 > 0.99 on 400 labelled images\); it cannot "
+            r"be a model input \(name it in --allow-column if it is a genuine observable\)$")
+    with pytest.raises(BadInput, match=many):
         feature_matrix(cat, y)
+    with pytest.raises(BadInput, match="on 6 labelled images.*with so few, it may be chance: --no-catalog"):
+        feature_matrix(cat.iloc[:6], y[:6])
     lines, near = [], {}
     feature_matrix(cat[["strong", "weak"]], y, log=lines.append, near=near)
     a = roc_auc_score(y, cat["strong"])
@@ -202,6 +206,56 @@ def test_bologna_duplicate_ids_and_unlabelled_easy_rows(tmp_path):
     assert "dropped 1 duplicate catalog row(s) that repeat an ID with the same label" in log.one(
         "bologna/easy", "duplicate catalog row")
     assert not [ln for ln in log if "bologna/easy" in ln and "lost in total" in ln]   # no image was lost
+
+
+def test_bologna_fully_labelled_hard_catalog_keeps_a_pool(tmp_path):
+    """Every hard row labelled: split as a card's target (test share, 20% labelled, the rest a pool),
+    not into labelled/test with an empty pool, which no method could adapt to."""
+    src = make_bologna(tmp_path / "src")
+    csv = src / "hard" / "hard_test_cut.csv"
+    cat = pd.read_csv(csv)
+    cat["is_lens"] = (cat["ID"] % 2).astype(int)
+    cat.to_csv(csv, index=False)
+    out, _ = run("bologna", src, tmp_path)
+    s = load(out / "hard")
+    sizes = {k: len(s.split(k)) for k in ("pool", "labelled", "test")}
+    assert all(sizes.values()) and sum(sizes.values()) == len(s) and (s.labels >= 0).all()
+
+
+def test_bologna_fits_of_every_usual_suffix(tmp_path):
+    """`.fit` and fpack's `.fits.fz` are FITS too (they used to be "unrecognised")."""
+    from astropy.io import fits
+
+    src = make_bologna(tmp_path / "src")
+    base, _ = run("bologna", src, tmp_path, name="base")
+    for f in (src / "easy").glob("Band1/imageSDSS_R-*.fits"):
+        f.rename(f.with_suffix(".fit"))
+    g = next((src / "easy").glob("Band3/imageSDSS_G-1.fits"))
+    data = fits.getdata(g)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="GZIP_2", quantize_level=0)]
+                 ).writeto(g.with_name(g.name + ".fz"))
+    g.unlink()
+    out, log = run("bologna", src, tmp_path)
+    a, b = (np.asarray(load(x / "easy").images) for x in (out, base))
+    np.testing.assert_array_equal(a, b)   # lossless compression: the same pixels
+    assert not [ln for ln in log if "unrecognised" in ln and "bologna/easy" in ln]
+
+
+def test_bologna_id_header_of_any_case_keeps_long_ids_apart(tmp_path):
+    """A lower-case `id` header used to be read as floats: 17-digit IDs collided as "duplicates"."""
+    src = make_bologna(tmp_path / "src")
+    csv = src / "easy_test.csv"
+    text = csv.read_text().replace("ID,", "id,", 1)
+    csv.write_text(text)
+    out, _ = run("bologna", src, tmp_path)
+    assert len(load(out / "easy")) == 12
+    big = ["12345678901234567", "12345678901234568"]
+    from harness.data.importers._bologna_catalog import read_catalog
+    from harness.data.importers.quirks import Options, Quirks
+
+    (tmp_path / "big.csv").write_text(f"id,is_lens\n{big[0]},1\n{big[1]},0\n")
+    got = read_catalog(tmp_path / "big.csv", Quirks("t"), Options(0, 0.2, False, print, None))
+    assert got["id"].tolist() == big
 
 
 def test_bologna_duplicate_ids_with_conflicting_labels_are_refused(tmp_path):
@@ -314,6 +368,25 @@ def test_deeplense_split_folders(tmp_path):
     assert s.meta["pixel_scale"] == 0.05 and log.one("--pixel-scale").startswith("warning: ")
 
 
+def test_deeplense_split_folders_as_people_name_them(tmp_path):
+    """`Train/` and `validation/` are the train and val splits (they used to become two classes, or be
+    skipped); class folders that differ only in case are refused, as they would shift every label."""
+    src = make_deeplense(tmp_path / "src")
+    (src / "train").rename(src / "Train")
+    (src / "val").rename(src / "validation")
+    out, _ = run("deeplense-npy", src, tmp_path)
+    s = load(out)
+    assert s.meta["classes"] == ["no", "sphere", "vort"] and len(s.split("train")) == 12
+    assert len(s.split("val")) == 6
+    (src / "validation" / "no").rename(src / "validation" / "No")
+    with pytest.raises(BadInput, match="class folders No/ and no/ differ only in case"):
+        run("deeplense-npy", src, tmp_path, name="again")
+    (src / "validation" / "No").rename(src / "validation" / "no")
+    (src / "notes").mkdir()
+    with pytest.raises(BadInput, match="folder notes/ is neither a split"):
+        run("deeplense-npy", src, tmp_path, name="again")
+
+
 def test_deeplense_flat_classes_in_wrapper_folder(tmp_path):
     src = make_deeplense(tmp_path / "src" / "dataset", split_folders=False, size=40)
     out, log = run("deeplense-npy", src.parent, tmp_path, pixel_scale=0.101)
@@ -351,6 +424,54 @@ def test_hst(tmp_path):
     assert "repaired 1" in log.one("hst-npy", "NaN")
 
 
+def test_hst_names_without_case_and_nan_footprint_edges(tmp_path):
+    """`NL_3_HST.npy` is a non-lens; NaN edges (as HST footprints end) are repaired up to half a stamp."""
+    src = make_hst(tmp_path / "src")
+    for f in src.glob("nl_*_hst.npy"):
+        f.rename(f.with_name(f.name.upper().replace(".NPY", ".npy")))
+    edge = np.load(src / "L1_hst.npy")
+    edge[:, :, :20] = np.nan                                   # 31% of the stamp: repaired, kept
+    np.save(src / "L1_hst.npy", edge)
+    out, log = run("hst-npy", src, tmp_path)
+    s = load(out)
+    assert sorted(s.labels.tolist()) == [0] * 5 + [1] * 5
+    assert all((y == 0) == i.startswith("NL_") for i, y in zip(s.catalog["id"], s.labels))
+    assert "repaired 2" in log.one("hst-npy", "NaN")
+    np.save(src / "L1_hst.npy", np.full((3, 64, 64), np.nan, np.float32))
+    _, log = run("hst-npy", src, tmp_path, name="again")
+    assert "dropped 1 image(s) with >= 50% NaN pixels" in log.one("hst-npy", ">= 50%")
+
+
+def test_npy_layouts_refuse_channel_last_and_say_what_was_dropped(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(4):
+        np.save(src / f"{'nl_' if k % 2 else ''}{k}_hst.npy", np.random.default_rng(k).random((64, 64, 3)))
+    with pytest.raises(BadInput, match="look channel-last"):
+        run("hst-npy", src, tmp_path)
+    for k in range(4):
+        np.save(src / f"{'nl_' if k % 2 else ''}{k}_hst.npy", np.full((3, 64, 64), np.nan))
+    with pytest.raises(BadInput, match=r"no usable \.npy images \(dropped 4 image\(s\) with >= 50% NaN"):
+        run("hst-npy", src, tmp_path)
+    assert nothing_written(tmp_path)
+
+
+def test_npy_files_any_suffix_case_and_symlinked_folders(tmp_path):
+    """`.NPY` files and files under a symlinked folder are stamps too (they used to vanish uncounted);
+    a link back up the tree is walked once."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for k, where in enumerate((src / "a", src, elsewhere)):
+        np.save(where / f"s{k}.npy", np.full((3, 16, 16), k, np.float32))
+    (src / "s1.npy").rename(src / "S1.NPY")
+    (src / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (src / "a" / "loop").symlink_to(src, target_is_directory=True)
+    out, _ = run("cutouts-npy", src, tmp_path, pixel_scale=0.2)
+    assert sorted(load(out).catalog["id"]) == ["S1.NPY", "a/s0.npy", "linked/s2.npy"]
+
+
 def test_hst_nothing_usable(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -374,3 +495,13 @@ def test_imported_leaky_column_blocks_catalog_runs_but_not_image_only(tmp_path: 
     assert main([*args, "--store", str(tmp_path / "a.db")]) == 2
     assert not (tmp_path / "a.db").exists()
     assert main([*args, "--store", str(tmp_path / "b.db"), "--no-catalog"]) == 0
+
+
+def test_an_image_set_keeps_its_ids_as_text(tmp_path):
+    """IDs such as `007` or `1e1` are names: read back as numbers they became 7 and 10.0 in scores."""
+    from harness.data.imageset import ImageSet, save
+
+    ids_in = ["007", "1e1", "12345678901234567"]
+    s = ImageSet(images=np.zeros((3, 1, 8, 8), np.float32), catalog=pd.DataFrame({"id": ids_in}),
+                 labels=np.array([0, 1, 0]), meta={"name": "t"})
+    assert load(save(s, tmp_path / "t")).catalog["id"].tolist() == ids_in

@@ -39,8 +39,9 @@ def find_catalog(path: Path, domain: str) -> Path:
 
 def read_catalog(csv: Path, quirks: Quirks, opt: Options) -> pd.DataFrame:
     """Read a challenge CSV: `id`, the `--catalog-columns` observables as they are, all else `truth_*`."""
-    try:
-        cat = pd.read_csv(csv, dtype={"ID": str})
+    try:   # the ID column as text whatever its header's case: as floats, 17-digit IDs would collide
+        head = pd.read_csv(csv, nrows=0).columns
+        cat = pd.read_csv(csv, dtype={c: str for c in head if str(c).strip().lower() == "id"})
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise BadInput(f"{csv}: unreadable catalog ({str(e).splitlines()[0] if str(e) else e!r})") from None
     cat.columns = [str(c).strip() for c in cat.columns]

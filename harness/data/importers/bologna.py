@@ -1,14 +1,17 @@
 """Bologna Lens Finding Challenge layout (DeepLense Specific Test II), `--format bologna`.
 
 A copy holds `easy/` and `hard/`, each with folders Band1, Band2, Band3 of single-band FITS files
-named `imageSDSS_<band letter>-<ID>.fits[.gz]` (matched by letter, not by folder, and stacked as
-g, r, i), and a catalog CSV per domain (`easy_test.csv`; `hard_test_cut.csv` or `hard_test.csv`),
-beside the domain folders or inside them, with at least `ID` and `is_lens` columns; hard is ~80%
-unlabelled (empty `is_lens`). The challenge's catalog columns are simulation truths, so every
-catalog column is kept as `truth_<name>` (for analysis, never a model input) unless it is named in
-`--catalog-columns`; the model's catalog inputs are the observables measured from the pixels. An ID
-repeated with the same label is dropped (counted); with conflicting labels the import is refused. It
-writes one set per domain: easy as a stratified train/val (+ pool), hard as pool/labelled/test.
+named `imageSDSS_<band letter>-<ID>.fits` (or .fit, .fts; .gz or .fz compressed; matched by letter,
+not by folder, and stacked as g, r, i), and a catalog CSV per domain (`easy_test.csv`;
+`hard_test_cut.csv` or `hard_test.csv`), beside the domain folders or inside them, with at least `ID`
+and `is_lens` columns; hard is ~80%
+unlabelled (empty `is_lens`; a fully labelled hard catalog is split as a card's target: a stratified
+test share, 20% labelled, the rest a pool whose labels methods never see). The challenge's catalog
+columns are simulation truths, so every catalog column is kept as `truth_<name>` (for analysis, never
+a model input) unless it is named in `--catalog-columns`; the model's catalog inputs are the
+observables measured from the pixels. An ID repeated with the same label is dropped (counted); with
+conflicting labels the import is refused. It writes one set per domain: easy as a stratified
+train/val (+ pool), hard as pool/labelled/test.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from harness.data.importers.quirks import (
     report,
     with_measurements,
 )
-from harness.data.splits import labelled_test_from_known, train_val
+from harness.data.splits import LABELLED_SHARE, labelled_test_from_known, target_splits, train_val
 from harness.errors import BadInput
 
 # Bologna ground-based images are KiDS-like; the challenge (Metcalf et al. 2019) used 0.2"/pixel.
@@ -45,7 +48,8 @@ SHAPE_SAMPLE = 32  # images read to decide the reference shape of a FITS set
 
 BOLOGNA_BANDS = ("g", "r", "i")  # stacking order
 BOLOGNA_BAND_DIRS = ("Band1", "Band2", "Band3")  # R, I, G in the challenge; files are matched by letter
-FITS_NAME = re.compile(r"^imageSDSS_([A-Za-z])-(.+?)\.fits(\.gz)?$", re.IGNORECASE)
+# .fits, .fit, .fts, gzipped or fpack-compressed (.fz): every name astropy reads as FITS
+FITS_NAME = re.compile(r"^imageSDSS_([A-Za-z])-(.+?)\.(fits|fit|fts)(\.gz|\.fz)?$", re.IGNORECASE)
 
 
 @dataclass
@@ -198,6 +202,8 @@ def _bologna_splits(labels: np.ndarray, domain: str, opt: Options, where: Path) 
     known = np.flatnonzero(labels >= 0)
     if known.size == 0:
         raise BadInput(f"{where}: no labelled rows among the usable images")
+    if domain == "hard" and known.size == labels.size:   # every row labelled: the protocol's 20% + a pool
+        return target_splits(labels, LABELLED_SHARE, None, opt.test_share, opt.seed)
     if domain == "hard":
         return labelled_test_from_known(labels, opt.test_share, opt.seed)
     tv = train_val(labels[known], VAL_SHARE, opt.seed)

@@ -36,10 +36,6 @@ def import_cutouts(path: Path, name: str, scratch: Path, opt: Options) -> dict[s
         raise BadInput(f"{path}: no .npy files")
     items = [NpyItem(f, f.relative_to(path).as_posix(), UNLABELLED) for f in files]
     stack, kept = stack_npy(items, path, scratch, quirks, opt)
-    c, h, w = (int(v) for v in quirks.shape.split("x"))
-    if w <= 5 < min(c, h):   # (H, W, C) files read as C = H bands: refuse rather than score nonsense
-        raise BadInput(f"{path}: the stamps look channel-last ({quirks.shape} read as C x H x W); "
-                       "save them as (C, H, W) or (H, W)")
     meta = {"name": name, "kind": "lens-finding", "domain": "real", "classes": [], "labelled": False,
             "source_format": "cutouts-npy", "source_path": str(path.resolve()),
             "fingerprint": fingerprint(path, files), "quirks": quirks.as_meta()}

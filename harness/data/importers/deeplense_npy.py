@@ -30,11 +30,27 @@ LABELLED_SHARE = 0.2   # the protocol's labelled share of a target domain (DeepL
 TEST_SHARE = 0.2       # held-out test share of a target domain without a test/ folder (as the cards)
 
 
+# split folders as people name them (matched without case): Train/, validation/, valid/ ...
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """The train / val / test folders of `root` by their canonical names; two for one split are refused."""
+    out: dict[str, Path] = {}
+    for d in _class_dirs(root):
+        if (g := SPLIT_NAMES.get(d.name.lower())) is not None:
+            if g in out:
+                raise BadInput(f"{root}: both {out[g].name}/ and {d.name}/ look like the {g} split; keep one")
+            out[g] = d
+    return out
+
+
 def _descend_wrappers(path: Path) -> Path:
     """Unzipped copies often add a wrapper folder (`dataset/`); step into lone subfolders."""
     while True:
         subs = _class_dirs(path)
-        if len(subs) == 1 and not any(path.glob("*.npy")) and subs[0].name not in ("train", "val", "test"):
+        if len(subs) == 1 and not any(path.glob("*.npy")) and subs[0].name.lower() not in SPLIT_NAMES:
             inner = [p for p in subs[0].iterdir() if p.is_dir()]
             if inner:
                 path = subs[0]
@@ -50,13 +66,19 @@ def _class_dirs(folder: Path) -> list[Path]:
 def import_deeplense(path: Path, name: str, scratch: Path, opt: Options) -> dict[str, ImageSet]:
     """Class folders (optionally under train/ val/ [test/]); classes sorted by folder name."""
     root = _descend_wrappers(path)
-    groups = [g for g in ("train", "val", "test") if (root / g).is_dir()]
-    if groups and "train" not in groups:
-        raise BadInput(f"{root}: has {', '.join(groups)}/ but no train/")
-    group_dirs = {g: root / g for g in groups} if groups else {"": root}
+    group_dirs = _split_dirs(root)
+    if group_dirs and "train" not in group_dirs:
+        raise BadInput(f"{root}: has {', '.join(d.name for d in group_dirs.values())}/ but no train/")
+    if group_dirs and (other := [d.name for d in _class_dirs(root) if d not in group_dirs.values()]):
+        raise BadInput(f"{root}: folder {other[0]}/ is neither a split (train/, val/, test/) nor under one")
+    group_dirs = group_dirs or {"": root}
     classes = sorted({d.name for gd in group_dirs.values() for d in _class_dirs(gd)})
     if not classes:
         raise BadInput(f"{root}: no class folders (expected e.g. no/, sphere/, vort/)")
+    folded = {}
+    for c in classes:   # `no/` in train and `No/` in val would be two classes, and shift every label
+        if (twin := folded.setdefault(c.lower(), c)) != c:
+            raise BadInput(f"{root}: class folders {twin}/ and {c}/ differ only in case; give them one name")
     quirks = Quirks("deeplense-npy")
     items, scanned = [], []
     for g, gd in group_dirs.items():

@@ -7,6 +7,7 @@ unreadable, mis-shaped and mostly-NaN files are dropped and counted as quirks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def stack_npy(items: list[NpyItem], root: Path, scratch: Path, quirks: Quirks,
     if shape is None:
         raise BadInput(f"{root}: no readable .npy images")
     quirks.shape = "x".join(map(str, shape))
+    if shape[2] <= 5 < min(shape[:2]):   # (H, W, C) files read as C = H bands: refuse, not mangle
+        raise BadInput(f"{root}: the stamps look channel-last ({quirks.shape} read as C x H x W); "
+                       "save them as (C, H, W) or (H, W)")
     ok = []
     for i, s in enumerate(shapes):
         if s is not None and s != shape:
@@ -80,7 +84,7 @@ def stack_npy(items: list[NpyItem], root: Path, scratch: Path, quirks: Quirks,
             stack.add(img)
             kept.append(i)
     if not kept:
-        raise BadInput(f"{root}: no usable .npy images")
+        raise BadInput(f"{root}: no usable .npy images ({quirks.dropped()})")
     return stack, kept
 
 
@@ -114,11 +118,17 @@ def npy_imageset(items: list[NpyItem], kept: list[int], images: np.ndarray, spli
 
 
 def npy_files(folder: Path, quirks: Quirks, root: Path) -> list[Path]:
-    """The .npy files under `folder`, macOS junk skipped and counted."""
-    out = []
-    for f in sorted(folder.rglob("*.npy")):
-        if is_junk(f.relative_to(root)):
-            quirks.add("junk")
-        elif f.is_file():
-            out.append(f)
-    return out
+    """The .npy files under `folder` (any case of the suffix; symlinked folders followed, each real
+    folder once), macOS junk skipped and counted."""
+    out, seen = [], set()
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(here)) in seen:   # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for f in (Path(here) / n for n in names if n.lower().endswith(".npy")):
+            if is_junk(f.relative_to(root)):
+                quirks.add("junk")
+            elif f.is_file():
+                out.append(f)
+    return sorted(out)

@@ -35,7 +35,7 @@ QUIRK_TEXT: dict[str, tuple[str, bool]] = {
     "duplicate_file": ("ignored {n} duplicate file(s) for the same ID and band", False),
     "unreadable": ("skipped {n} unreadable file(s); their images were dropped", True),
     "nan_repaired": ("repaired {n} image(s) with a few NaN pixels (set to 0)", False),
-    "mostly_nan": ("dropped {n} image(s) with >= 5% NaN pixels", True),
+    "mostly_nan": ("dropped {n} image(s) with >= {pct}% NaN pixels", True),
     "missing_band": ("dropped {n} image(s) missing a band", True),
     "shape": ("dropped {n} image(s) whose shape differs from {shape}", True),
     "no_image": ("{n} catalog row(s) have no image", True),
@@ -68,6 +68,7 @@ class Quirks:
     labelled: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     shape: str = ""
+    nan_max: float = NAN_REPAIR_MAX   # a format whose stamps have NaN edges by nature repairs more
 
     def add(self, kind: str, example: str | None = None, labelled: bool = False) -> None:
         self.counts[kind] += 1
@@ -82,7 +83,7 @@ class Quirks:
             n = self.counts[kind]
             if not n:
                 continue
-            line = f"warning: {self.where}: " + text.format(n=n, shape=self.shape)
+            line = f"warning: {self.where}: " + self._text(kind)
             ex = self.examples.get(kind, [])
             if ex:
                 line += " (" + ", ".join(ex[:3]) + (", ..." if len(ex) > 3 else "") + ")"
@@ -93,6 +94,14 @@ class Quirks:
         if lost:
             out.append(f"warning: {self.where}: {lost} labelled image(s) lost in total")
         return out
+
+    def dropped(self) -> str:
+        """The drops in one line, for an error raised before the warnings are reported ("" if none)."""
+        return "; ".join(self._text(k) for k, (_, drops) in QUIRK_TEXT.items() if drops and self.counts[k])
+
+    def _text(self, kind: str) -> str:
+        pct = f"{100 * self.nan_max:g}"
+        return QUIRK_TEXT[kind][0].format(n=self.counts[kind], shape=self.shape, pct=pct)
 
     def as_meta(self) -> dict:
         return {k: int(v) for k, v in self.counts.items() if v}
@@ -125,12 +134,12 @@ class Stack:
 
 
 def repair_nan(image: np.ndarray, quirks: Quirks, name: str, labelled: bool) -> np.ndarray | None:
-    """NaN/inf -> 0 when rare (counted); None (counted as a drop) when they are >= NAN_REPAIR_MAX."""
+    """NaN/inf -> 0 when rare (counted); None (counted as a drop) when they are >= `quirks.nan_max`."""
     bad = ~np.isfinite(image)
     nbad = int(bad.sum())
     if nbad == 0:
         return image
-    if nbad >= NAN_REPAIR_MAX * image.size:
+    if nbad >= quirks.nan_max * image.size:
         quirks.add("mostly_nan", name, labelled)
         return None
     quirks.add("nan_repaired")
