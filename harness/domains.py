@@ -57,8 +57,17 @@ class Prepared:
 
     @property
     def _grid(self) -> tuple:
-        """The model input's grid: its size, and the field resampled onto it where a task resamples."""
-        return (self.image_size,) if self.fov is None else (self.image_size, self.fov)
+        """The model input's grid: its size, and the field resampled onto it where a task resamples;
+        with a mark where stamps under that size are stretched before padding (older code padded
+        first), so stages built on the old inputs are not reused. Other sets keep their keys."""
+        grid = (self.image_size,) if self.fov is None else (self.image_size, self.fov)
+        return (*grid, "stretch, then pad") if self.padded else grid
+
+    @property
+    def padded(self) -> bool:
+        """Whether either domain's stamps are smaller than the model input (centre-crop tasks)."""
+        sides = (*self.easy.images.shape[-2:], *self.hard.images.shape[-2:])
+        return self.fov is None and min(sides) < self.image_size
 
     @property
     def fingerprint(self) -> str:
@@ -134,10 +143,12 @@ def load_domain(spec: str, n: int, seed: int, datasets_dir: Path, rt: Runtime, w
     with locked(path):   # two runs on a cold cache generate it once; the second waits and reuses it
         if verified_or_removed(path, "generated data set", rt.log):
             rt.log(f"data: reusing {path}")
-            return imageset.load(path)
-        rt.log(f"data: generating {card.name} (n={n}, seed={seed}) into {path}")
-        generate(card, n=n, seed=seed, workers=workers, out=path, progress=not rt.quiet)
-    return imageset.load(path)
+        else:
+            rt.log(f"data: generating {card.name} (n={n}, seed={seed}) into {path}")
+            generate(card, n=n, seed=seed, workers=workers, out=path, progress=not rt.quiet)
+    s = imageset.load(path)
+    s.meta["shift"] = card.shift   # the card's reading now (a folder made by older code may say otherwise)
+    return s
 
 
 def _device_data(s: imageset.ImageSet, idx: np.ndarray, x: np.ndarray, feats: np.ndarray,
@@ -208,13 +219,10 @@ def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
 def _warn_fields(easy: imageset.ImageSet, hard: imageset.ImageSet, size: int, log) -> None:
     """Lens finding centre-crops both domains to `size` pixels without resampling (a pixel-scale change
     is part of the shift): say so where the two fields differ by more than 1.5x."""
-    fields = []
-    for s in (easy, hard):
-        ps = s.meta.get("pixel_scale")
-        if not isinstance(ps, (int, float)) or ps <= 0:
-            return
-        fields.append((min(*s.images.shape[-2:], size) * ps, ps))
-    (fe, pe), (fh, ph) = fields
+    (pe, ph) = scales = [s.meta.get("pixel_scale") for s in (easy, hard)]
+    if not all(isinstance(x, (int, float)) and x > 0 for x in scales):
+        return
+    fe, fh = (min(*s.images.shape[-2:], size) * ps for s, ps in zip((easy, hard), scales))
     if max(fe, fh) > 1.5 * min(fe, fh):
         log(f"warning: the model sees {fe:.1f}\" of each easy stamp but {fh:.1f}\" of each hard one "
             f"({size}-pixel centre crops at {pe:g} and {ph:g}\"/px; lens finding does not resample)")

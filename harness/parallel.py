@@ -16,6 +16,7 @@ one progress bar of done / running / failed runs (`harness.progress`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -74,7 +75,9 @@ def _prepared(spec: Spec, opts) -> Prepared:
     """The device data, read once per worker process (from the datasets the driver made)."""
     key = (spec.preset.data, spec.preset.source.use_catalog, str(spec.datasets_dir))   # what prepare reads
     if key not in _PREPARED:
-        _PREPARED[key] = prepare_data(spec.preset, spec.datasets_dir, opts.runtime, spec.task)
+        # the driver prepared (and said everything about) these data already: quiet here
+        rt = dataclasses.replace(opts.runtime, log=lambda line: None)
+        _PREPARED[key] = prepare_data(spec.preset, spec.datasets_dir, rt, spec.task)
     return _PREPARED[key]
 
 

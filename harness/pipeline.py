@@ -30,7 +30,7 @@ from harness import __version__
 from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
-from harness.data.bands import set_bands
+from harness.data.bands import is_generic, set_bands
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput, environment_fault
 from harness.evaluate import SelectedAuroc, evaluate, write_run_folder
@@ -91,6 +91,8 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
                        "hard_fingerprint": p.hard.fingerprint, "features": p.columns, "shift": shift}}
     if p.fov is not None:   # resampling tasks: the field both domains were mapped to (score needs it)
         config["data"]["fov"] = p.fov
+    if p.padded:   # in the key: runs made when small stamps were padded before the stretch are not reused
+        config["data"]["small_stamps"] = "stretch, then pad"
     key = stable_hash("run", name, seed, config)
     # Recorded for the report, outside the key (the data and the merged `hparams` already fix them):
     # model-input columns close to the leak threshold, and overrides, so that a run with overrides is
@@ -98,7 +100,8 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
     if p.near_leaks:
         config["data"]["near_leaks"] = dict(p.near_leaks)
     # what `score` checks new stamps against: the bands the model reads and the training set's scale
-    config["data"]["bands"] = set_bands(p.easy)
+    named = [b for b in (set_bands(p.easy), set_bands(p.hard)) if isinstance(b, list) and not is_generic(b)]
+    config["data"]["bands"] = named[0] if named else set_bands(p.easy)   # names where either set has them
     config["data"]["pixel_scale"] = ps = p.easy.meta.get("pixel_scale")
     if isinstance(ps, (int, float)):   # the field of each easy stamp the model saw (crops, or resampled)
         size = opts.preset.data.image_size

@@ -86,7 +86,8 @@ def _check(s: imageset.ImageSet, info: dict, log) -> None:
         log(f"warning: {where}: {h}x{w} stamps are padded to the model input {size}x{size} (as `run` pads "
             "a set of small stamps)")
     ps, trained = s.meta.get("pixel_scale"), info.get("pixel_scale")
-    if isinstance(ps, (int, float)) and isinstance(trained, (int, float)) and abs(ps / trained - 1) > 0.05:
+    known = all(isinstance(x, (int, float)) and x > 0 for x in (ps, trained))
+    if known and abs(ps / trained - 1) > 0.05:
         learned = info.get("field") or size * trained   # runs before 2026-12-01 recorded no field
         log(f"warning: {where}: {ps:g}\"/px stamps, but run {run} trained on {trained:g}\"/px; lens finding "
             f"centre-crops without resampling, so the model sees {min(h, w, size) * ps:.1f}\" where it "

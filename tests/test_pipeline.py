@@ -158,7 +158,7 @@ def test_run_config_records_the_overrides_that_differ_outside_the_key() -> None:
 
     s = SimpleNamespace(meta={"shift": 1.0, "bands": ["g", "r", "i"], "pixel_scale": 0.168}, fingerprint="fp",
                         images=np.zeros((1, 3, 4, 4), np.float32))
-    p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
+    p = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, padded=False, near_leaks={})
     opts = lambda over: SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides=over)
     default_lr = get_method("dann").hparams["lr"]
     _, plain, key = run_config("dann", 0, p, opts({}))
@@ -203,8 +203,8 @@ def test_near_leak_columns_are_recorded_outside_the_key() -> None:
 
     s = SimpleNamespace(meta={"shift": 1.0}, fingerprint="fp", images=np.zeros((1, 3, 4, 4), np.float32))
     opts = SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides={})
-    plain = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={})
-    near = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, near_leaks={"a": 0.97})
+    plain = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, padded=False, near_leaks={})
+    near = SimpleNamespace(easy=s, hard=s, columns=["a"], fov=None, padded=False, near_leaks={"a": 0.97})
     _, c0, k0 = run_config("dann", 0, plain, opts)
     _, c1, k1 = run_config("dann", 0, near, opts)
     assert "near_leaks" not in c0["data"] and c1["data"]["near_leaks"] == {"a": 0.97} and k0 == k1
@@ -229,3 +229,29 @@ def test_very_different_fields_of_view_are_warned_about() -> None:
     _warn_fields(s(64, 0.168), s(200, 0.04), 64, said.append)
     assert len(said) == 1
     assert said[0].startswith("warning: the model sees 10.8\" of each easy stamp but 2.6\" of each hard one")
+
+
+def test_small_stamps_mark_the_stage_and_run_keys() -> None:
+    """Stamps under the model input are now stretched before padding: their stages and runs get new keys
+    (so nothing trained on the old inputs is reused); sets of larger stamps keep theirs."""
+    from types import SimpleNamespace
+
+    from harness.config import get_preset
+    from harness.domains import Prepared
+    from harness.pipeline import run_config
+
+    def stamps(n: int) -> SimpleNamespace:
+        return SimpleNamespace(images=np.zeros((1, 3, n, n), np.float32), meta={}, fingerprint="fp")
+
+    big, small = stamps(64), stamps(40)
+    grid = SimpleNamespace(fov=None, image_size=64, easy=big, hard=small, padded=True)
+    assert Prepared.padded.fget(grid) and Prepared._grid.fget(grid) == (64, "stretch, then pad")
+    grid = SimpleNamespace(fov=None, image_size=64, easy=big, hard=stamps(90), padded=False)
+    assert not Prepared.padded.fget(grid) and Prepared._grid.fget(grid) == (64,)
+    opts = SimpleNamespace(preset=get_preset("smoke"), precision="fp32", hp_overrides={})
+    keys = {}
+    for padded in (False, True):
+        p = SimpleNamespace(easy=big, hard=small, columns=[], fov=None, padded=padded, near_leaks={})
+        _, config, keys[padded] = run_config("dann", 0, p, opts)
+        assert ("small_stamps" in config["data"]) == padded
+    assert keys[False] != keys[True]

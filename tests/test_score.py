@@ -85,10 +85,12 @@ def test_small_or_coarse_stamps_score_as_run_prepares_them_with_a_warning(
     small = imageset.load(tmp_path / "small")
     x = torch.from_numpy(model_input(small, get_task("lens-finding"), 64, None))
     from harness.data.features import feature_matrix
+    from harness.training import autocast_factory, resolve_precision
 
     feats, _ = feature_matrix(small.catalog, small.labels, info["features"], check=False)
-    with torch.no_grad():
-        want = model(x, torch.from_numpy(feats)).softmax(1)[:, 1].numpy()
+    cpu = torch.device("cpu")
+    with torch.no_grad(), autocast_factory(cpu, resolve_precision(cpu))():   # as score: bf16 where native
+        want = model(x, torch.from_numpy(feats)).float().softmax(1)[:, 1].numpy()
     assert np.allclose(pd.read_parquet(tmp_path / "small.parquet")["score"], want, atol=1e-5)
 
 

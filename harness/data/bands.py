@@ -36,7 +36,7 @@ def check_bands(a_what: str, a: Sequence[str] | int, b_what: str, b: Sequence[st
     if isinstance(a, int) or isinstance(b, int) or na == 1 or is_generic(a) or is_generic(b):
         return
     a, b = list(map(str, a)), list(map(str, b))
-    if a != b:
+    if [x.lower() for x in a] != [x.lower() for x in b]:   # G, R, I is g, r, i
         how = "the same bands in another order" if sorted(a) == sorted(b) else "other bands"
         raise BadInput(f"{a_what} has bands {names[0]} but {b_what} has {names[1]} ({how}): channels are "
                        f"matched by position, so each would be read as another band{hint}")

@@ -154,8 +154,9 @@ def _resolve_shift(data: dict, path: Path, cards_dir: Path, depth: int) -> dict:
     base = _load_data(data["base"], cards_dir, depth + 1, path.parent)
     target = _load_data(data["target"], cards_dir, depth + 1, path.parent)
     out = _interpolate(base, target, float(t), "", path)
-    if set(base["splits"]) != set(target["splits"]):   # a source and a target end: every rung has the
-        out["splits"] = dict(target["splits"])           # target's role (easy -> hard at 0.2 is a target)
+    ends = [e for e in (target, base) if "labelled_frac" in e["splits"]]
+    if len(ends) == 1 and set(base["splits"]) != set(target["splits"]):   # a source and a target end:
+        out["splits"] = dict(ends[0]["splits"])   # every rung is a target card (easy -> hard at 0.2 too)
     return out
 
 

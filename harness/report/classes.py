@@ -39,5 +39,7 @@ def anchor(group: pd.DataFrame) -> str:
     t = TASKS.get(next(iter(tasks))) if len(tasks) == 1 else None
     if t is None or not t.anchor:
         return ""
-    cards = {str(c).split(" ")[0] for c in group.get("card", [])}   # the card, without setup or source tags
-    return f"Anchor: {t.anchor}" if not t.anchor_cards or cards <= set(t.anchor_cards) else ""
+    labels = [str(c) for c in group.get("card", [])]
+    cards = {c.split(" ")[0] for c in labels}   # the card, without its setup tag
+    mine = cards <= set(t.anchor_cards) and not any(" from " in c for c in labels)   # nor another source
+    return f"Anchor: {t.anchor}" if not t.anchor_cards or mine else ""

@@ -75,9 +75,10 @@ def _set_name(spec: object) -> str:
     """A card by its name (`hard`, `cards/hard.yaml` -> hard); an image-set folder by its last two parts
     (`datasets/bologna/hard` -> bologna/hard), so an imported `hard` is not taken for the card."""
     p = Path(str(spec))
-    if not str(spec) or p.suffix in (".yaml", ".yml") or len(p.parts) < 2:
+    if p.suffix in (".yaml", ".yml"):
         return p.stem
-    return "/".join(p.parts[-2:])
+    named = [x for x in p.parts if x not in (p.anchor, "")]   # no root part ("/x" is x)
+    return "/".join(named[-2:])
 
 
 UNKNOWN_SHIFT = -1.0   # a card off the easy -> hard ladder (e.g. hard-clean, camera, an imported set)

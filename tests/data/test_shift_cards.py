@@ -125,6 +125,27 @@ def test_shift_cards_sit_on_the_easy_hard_axis_only_between_easy_and_hard(tmp_pa
 
     near_easy = shift_card("a", "easy", "hard", 0.2)
     assert near_easy.shift == 0.2 and set(near_easy.data["splits"]) == set(load_card("hard").data["splits"])
-    back = shift_card("b", "hard", "easy", 0.7)
-    assert back.shift == pytest.approx(0.3) and "val_frac" in back.data["splits"]
+    back = shift_card("b", "hard", "easy", 0.7)   # reversed ends: still a target card, at 1 - shift
+    assert back.shift == pytest.approx(0.3) and back.data["splits"] == load_card("hard").data["splits"]
     assert shift_card("c", "hard", "camera", 0.5).shift is None
+
+
+def test_a_reused_generated_set_carries_the_cards_shift_as_read_now(tmp_path: Path) -> None:
+    """Generated folders are keyed by the card's numbers, not its shift: one made by older code (which
+    recorded the raw `shift` of any ends) is reused with the card's current reading."""
+    import json
+
+    import torch
+
+    from harness.domains import load_domain
+    from harness.fs import write_checksums
+    from harness.training import Runtime
+
+    card = _write(tmp_path, {"name": "mid", "base": "hard", "target": "camera", "shift": 0.5}, "mid.yaml")
+    rt = Runtime(torch.device("cpu"), quiet=True, log=lambda m: None)
+    s = load_domain(str(card), 8, 0, tmp_path / "ds", rt)
+    assert s.meta["shift"] is None
+    meta = s.root / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "shift": 0.5}))   # as older code wrote it
+    write_checksums(s.root)
+    assert load_domain(str(card), 8, 0, tmp_path / "ds", rt).meta["shift"] is None

@@ -552,12 +552,13 @@ def test_a_card_names_its_source_when_not_the_tasks_and_folders_by_their_last_tw
     imported folder named `hard` is not taken for the `hard` card."""
     store = Store(tmp_path / "h.db")
     for easy, hard, tag in (("easy", "hard", ""), ("/x/cards/easy-seeing.yaml", "hard", "-s"),
-                            ("datasets/bologna/easy", "datasets/bologna/hard", "-b")):
+                            ("datasets/bologna/easy", "datasets/bologna/hard", "-b"),
+                            ("/x", "/my.set", "-r")):
         for method, a in (("source_only", 0.7), ("dann", 0.75)):
             cfg = {"data": {"easy": easy, "hard": hard, "shift": None}}
             _record(store, method, 0, a, config=cfg, tag=tag)
     cards = set(summarise(load(store.path))["card"])
-    assert cards == {"hard", "hard from easy-seeing", "bologna/hard from bologna/easy"}
+    assert cards == {"hard", "hard from easy-seeing", "bologna/hard from bologna/easy", "my.set from x"}
 
 
 def test_report_on_a_card_run_with_and_without_its_catalog_by_the_baseline_alone(tmp_path):
@@ -785,4 +786,5 @@ def test_the_published_anchor_is_printed_only_beside_the_card_it_is_about():
     assert anchor(group("substructure-b")).startswith("Anchor: published, not re-measured here: Tidball")
     assert anchor(group("substructure-b [source.backbone=cnn4]")).startswith("Anchor:")
     assert anchor(group("substructure-c")) == "" and anchor(group("sub-b-shallow")) == ""
+    assert anchor(group("substructure-b from substructure-c")) == ""   # another source: not their A→B
     assert anchor(pd.DataFrame({"task": ["ssl-real"], "card": ["hst-lenses"]})).startswith("Anchor:")
