@@ -90,7 +90,8 @@ def test_done_is_the_latest_ok_run_of_that_key_only(tmp_path: Path) -> None:
     assert s.done("k3") is None
 
 
-def test_parallel_jobs_give_the_same_runs_as_one_process(smoke_root: Path, tmp_path: Path) -> None:
+def test_parallel_jobs_give_the_same_runs_as_one_process(smoke_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
     # two pool workers (one thread each, one run each) vs in-process on one thread: same run keys and
     # the same hard-test AUROCs, exactly. (A different thread count alone reorders float reductions in
     # training and can move a smoke AUROC by a few test-image pairs, so the in-process run uses one thread
@@ -108,6 +109,8 @@ def test_parallel_jobs_give_the_same_runs_as_one_process(smoke_root: Path, tmp_p
             assert main(["run", "--method", "source_only,source_finetune", "--seeds", "0", "--preset",
                          "smoke", "--store", str(folder / "s.db"), "--datasets-dir", str(smoke_root / "ds"),
                          "--device", "cpu", "--quiet", "--jobs", jobs]) == 0
+            # the data's warnings (the smoke sets' colour_gr near-leak) once, not again from each worker
+            assert capsys.readouterr().err.count("warning: leak guard: catalog column 'colour_gr'") == 1
             st = Store(folder / "s.db")
             m = st.metrics()
             auc = m[(m.split == "hard_test") & (m.name == "auroc")].merge(st.runs(), left_on="run",
