@@ -23,6 +23,7 @@ from harness.config import Preset, stable_hash
 from harness.data import imageset
 from harness.data.bands import BANDS_HINT, check_bands, declared_bands, set_bands
 from harness.data.features import feature_matrix, observable_columns
+from harness.data.fields import warn_fields
 from harness.data.preprocess import crop_to, prepare, resample
 from harness.errors import BadInput
 from harness.fs import SUMS, checksum_problem, locked, verified_or_removed
@@ -216,18 +217,6 @@ def model_input(s: imageset.ImageSet, task: Task, size: int, fov: float | None,
     return prepare(x, size, task.stretch) if stretch else crop_to(x, size)
 
 
-def _warn_fields(easy: imageset.ImageSet, hard: imageset.ImageSet, size: int, log) -> None:
-    """Lens finding centre-crops both domains to `size` pixels without resampling (a pixel-scale change
-    is part of the shift): say so where the two fields differ by more than 1.5x."""
-    (pe, ph) = scales = [s.meta.get("pixel_scale") for s in (easy, hard)]
-    if not all(isinstance(x, (int, float)) and x > 0 for x in scales):
-        return
-    fe, fh = (min(*s.images.shape[-2:], size) * ps for s, ps in zip((easy, hard), scales))
-    if max(fe, fh) > 1.5 * min(fe, fh):
-        log(f"warning: the model sees {fe:.1f}\" of each easy stamp but {fh:.1f}\" of each hard one "
-            f"({size}-pixel centre crops at {pe:g} and {ph:g}\"/px; lens finding does not resample)")
-
-
 def _pixel_scale(s: imageset.ImageSet) -> float:
     ps = s.meta.get("pixel_scale")
     if not isinstance(ps, (int, float)) or ps <= 0:
@@ -285,7 +274,7 @@ def prepare_data(preset: Preset, datasets_dir: Path, rt: Runtime, task: str | No
     size = d.image_size
     fov = (t.fov or common_fov(easy, hard)) if t.resample else None
     if not t.resample:
-        _warn_fields(easy, hard, size, rt.log)
+        warn_fields(easy, hard, size, rt.log)
     xe, xh = model_input(easy, t, size, fov), model_input(hard, t, size, fov)
     dev = rt.device
     return Prepared(

@@ -31,6 +31,7 @@ from harness.adapt import Checkpoint, adapt, budget
 from harness.api import AdaptationMethod, AdaptContext, DomainData
 from harness.config import Preset, stable_hash
 from harness.data.bands import is_generic, set_bands
+from harness.data.fields import crop_field
 from harness.domains import Prepared, prepare_data
 from harness.errors import BadInput, environment_fault
 from harness.evaluate import SelectedAuroc, evaluate, write_run_folder
@@ -102,10 +103,10 @@ def run_config(name: str, seed: int, p: Prepared, opts: Options) -> tuple[dict, 
     # what `score` checks new stamps against: the bands the model reads and the training set's scale
     named = [b for b in (set_bands(p.easy), set_bands(p.hard)) if isinstance(b, list) and not is_generic(b)]
     config["data"]["bands"] = named[0] if named else set_bands(p.easy)   # names where either set has them
-    config["data"]["pixel_scale"] = ps = p.easy.meta.get("pixel_scale")
-    if isinstance(ps, (int, float)):   # the field of each easy stamp the model saw (crops, or resampled)
-        size = opts.preset.data.image_size
-        config["data"]["field"] = p.fov or min(*p.easy.images.shape[-2:], size) * ps
+    config["data"]["pixel_scale"] = p.easy.meta.get("pixel_scale")
+    # the field of each easy stamp the model saw (resampled, or centre-cropped)
+    if (field := p.fov or crop_field(p.easy, opts.preset.data.image_size)) is not None:
+        config["data"]["field"] = field
     defaults = get_method(name).hparams
     if over := {k: v for k, v in opts.hp_overrides.get(name, {}).items() if defaults.get(k) != v}:
         config["hp_overrides"] = over

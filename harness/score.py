@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from harness.data import imageset
 from harness.data.bands import check_bands, set_bands
 from harness.data.features import feature_matrix
+from harness.data.fields import crop_field
 from harness.data.preprocess import normalise_torch, prepare
 from harness.domains import model_input, verified_set
 from harness.errors import BadInput
@@ -90,7 +91,7 @@ def _check(s: imageset.ImageSet, info: dict, log) -> None:
     if known and abs(ps / trained - 1) > 0.05:
         learned = info.get("field") or size * trained   # runs before 2026-12-01 recorded no field
         log(f"warning: {where}: {ps:g}\"/px stamps, but run {run} trained on {trained:g}\"/px; lens finding "
-            f"centre-crops without resampling, so the model sees {min(h, w, size) * ps:.1f}\" where it "
+            f"centre-crops without resampling, so the model sees {crop_field(s, size):.1f}\" where it "
             f"learned {learned:.1f}\"")
 
 

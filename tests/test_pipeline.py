@@ -218,15 +218,15 @@ def test_very_different_fields_of_view_are_warned_about() -> None:
     the source showed 10.8"; that is said (a camera-like 1.4x change is the shift itself, and is not)."""
     from types import SimpleNamespace
 
-    from harness.domains import _warn_fields
+    from harness.data.fields import warn_fields
 
     def s(npix: int, ps: float) -> SimpleNamespace:
         return SimpleNamespace(meta={"pixel_scale": ps}, images=np.zeros((1, 3, npix, npix), np.float32))
 
     said: list[str] = []
-    _warn_fields(s(64, 0.168), s(90, 0.12), 64, said.append)
+    warn_fields(s(64, 0.168), s(90, 0.12), 64, said.append)
     assert said == []
-    _warn_fields(s(64, 0.168), s(200, 0.04), 64, said.append)
+    warn_fields(s(64, 0.168), s(200, 0.04), 64, said.append)
     assert len(said) == 1
     assert said[0].startswith("warning: the model sees 10.8\" of each easy stamp but 2.6\" of each hard one")
 

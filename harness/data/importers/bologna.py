@@ -4,9 +4,9 @@ A copy holds `easy/` and `hard/`, each with folders Band1, Band2, Band3 of singl
 named `imageSDSS_<band letter>-<ID>.fits` (or .fit, .fts; .gz or .fz compressed; matched by letter,
 not by folder, and stacked as g, r, i), and a catalog CSV per domain (`easy_test.csv`;
 `hard_test_cut.csv` or `hard_test.csv`), beside the domain folders or inside them, with at least `ID`
-and `is_lens` columns; hard is ~80%
-unlabelled (empty `is_lens`; a fully labelled hard catalog is split as a card's target: a stratified
-test share, 20% labelled, the rest a pool whose labels methods never see). The challenge's catalog
+and `is_lens` columns; hard is ~80% unlabelled (empty `is_lens`; a fully labelled hard catalog is
+split as a card's target: a stratified test share, 20% labelled, the rest a pool whose labels methods
+never see). The challenge's catalog
 columns are simulation truths, so every catalog column is kept as `truth_<name>` (for analysis, never
 a model input) unless it is named in `--catalog-columns`; the model's catalog inputs are the
 observables measured from the pixels. An ID repeated with the same label is dropped (counted); with

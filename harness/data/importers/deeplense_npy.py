@@ -19,14 +19,13 @@ from harness.data.imageset import ImageSet
 from harness.data.importers import register_format
 from harness.data.importers.npy import NpyItem, npy_files, npy_imageset, stack_npy
 from harness.data.importers.quirks import VAL_SHARE, Options, Quirks, fingerprint, report
-from harness.data.splits import require_nonempty, target_splits, train_val
+from harness.data.splits import LABELLED_SHARE, require_nonempty, target_splits, train_val
 from harness.errors import BadInput
 
 # Model I's scale, assumed when `--pixel-scale` is not given (the files carry no header). It sets the
 # aperture of measure() and, on the substructure task, the field each stamp is resampled onto
 # (`domains.model_input`): Model II (0.101) and III (0.08) imported without it map at the wrong scale.
 DEEPLENSE_PIXEL_SCALE = 0.05
-LABELLED_SHARE = 0.2   # the protocol's labelled share of a target domain (DeepLense Test II's 20%)
 TEST_SHARE = 0.2       # held-out test share of a target domain without a test/ folder (as the cards)
 
 
